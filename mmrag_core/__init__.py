@@ -1,0 +1,1 @@
+"""mmrag core library: plain Python, no Prefect or Ray."""

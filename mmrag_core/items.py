@@ -1,0 +1,97 @@
+"""Items: the unit everything is indexed as, with its provenance, and failures.
+
+An item is a text chunk, a figure, or a standalone image. Its id is a stable int64 derived from
+(document sha256, kind, page, ordinal), so re-extracting the same bytes gives the same ids and
+vectors persisted by an earlier run stay addressable.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import pyarrow as pa
+
+ItemKind = Literal["chunk", "figure", "image"]
+KINDS: tuple[str, ...] = ("chunk", "figure", "image")
+# Item kinds whose text goes into the text space; kinds with image bytes go into the image space.
+TEXT_KINDS: frozenset[str] = frozenset({"chunk", "image", "figure"})
+
+
+def item_id(doc_sha256: str, kind: str, page: int, ordinal: int) -> int:
+    """Stable, positive int64 id (63 bits of blake2b) for an item."""
+    key = f"{doc_sha256}:{kind}:{page}:{ordinal}".encode()
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+@dataclass
+class Item:
+    """One indexable piece of a document. ``page`` is 0-based; ``bbox`` is in PDF points (x0,y0,x1,y1)
+    for PDF pages and in pixels for image files."""
+
+    id: int
+    kind: str
+    source_uri: str
+    doc_sha256: str
+    page: int
+    bbox: tuple[float, float, float, float] | None
+    text: str
+    ocr_confidence: float | None = None  # mean word confidence 0-100 when the text came from OCR
+    text_source: str = "text_layer"  # text_layer | ocr | none
+    ordinal: int = 0
+    width: int | None = None  # pixel size of the image bytes, for figures/images
+    height: int | None = None
+    image_png: bytes | None = field(default=None, repr=False)  # downscaled image, for the image space
+
+    def to_row(self) -> dict:
+        row = asdict(self)
+        row["bbox"] = list(self.bbox) if self.bbox is not None else None
+        return row
+
+
+@dataclass
+class Failure:
+    """A file (or one page of it) that could not be processed, and why."""
+
+    source_uri: str
+    stage: str  # discover | open | extract | ocr | embed | ...
+    reason: str
+    page: int | None = None
+    doc_sha256: str | None = None
+
+
+ITEM_SCHEMA = pa.schema(
+    [
+        ("id", pa.int64()),
+        ("kind", pa.string()),
+        ("source_uri", pa.string()),
+        ("doc_sha256", pa.string()),
+        ("page", pa.int32()),
+        ("bbox", pa.list_(pa.float32(), 4)),
+        ("text", pa.string()),
+        ("ocr_confidence", pa.float32()),
+        ("text_source", pa.string()),
+        ("ordinal", pa.int32()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("image_png", pa.binary()),
+    ]
+)
+
+FAILURE_SCHEMA = pa.schema(
+    [
+        ("source_uri", pa.string()),
+        ("stage", pa.string()),
+        ("reason", pa.string()),
+        ("page", pa.int32()),
+        ("doc_sha256", pa.string()),
+    ]
+)
+
+
+def items_to_table(items: list[Item]) -> pa.Table:
+    return pa.Table.from_pylist([it.to_row() for it in items], schema=ITEM_SCHEMA)
+
+
+def failures_to_table(failures: list[Failure]) -> pa.Table:
+    return pa.Table.from_pylist([asdict(f) for f in failures], schema=FAILURE_SCHEMA)

@@ -1,0 +1,26 @@
+"""Checksums of model weights, so a manifest says exactly which weights built an index."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf")
+
+
+def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
+    """Streamed sha256 of a file (never loads it whole)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk_bytes):
+            h.update(block)
+    return h.hexdigest()
+
+
+def weights_checksums(path: str | Path) -> dict[str, str]:
+    """sha256 of each weight file at ``path`` (a file, or a folder scanned one level deep)."""
+    p = Path(path)
+    if p.is_file():
+        return {p.name: sha256_file(p)}
+    if not p.is_dir():
+        return {}
+    return {f.name: sha256_file(f) for f in sorted(p.iterdir()) if f.is_file() and f.suffix in _WEIGHT_SUFFIXES}

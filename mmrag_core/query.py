@@ -1,0 +1,126 @@
+"""Answer a text and/or image query from an opened snapshot: encode, search each space, fuse, hydrate."""
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mmrag_core.fusion import reciprocal_rank_fusion
+from mmrag_core.index import search
+from mmrag_core.models import ModelUnavailable
+from mmrag_core.snapshot import Snapshot
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Hit:
+    """One result with its provenance. ``page`` is 0-based; ``bbox`` is (x0, y0, x1, y1) in PDF points
+    (pixels for image files)."""
+
+    id: int
+    score: float
+    kind: str
+    source_uri: str
+    page: int
+    bbox: list[float] | None
+    snippet: str
+    ocr_confidence: float | None
+    text_source: str
+    ranks: dict[str, int] = field(default_factory=dict)
+    similarities: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def snippet_of(text: str | None, limit: int = 240) -> str:
+    """A one-line excerpt for display."""
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
+
+
+class QueryEngine:
+    """Loads the encoders a snapshot was built with (once) and answers queries against it."""
+
+    def __init__(self, snapshot: Snapshot, device: str = "cpu", rrf_k: int = 60, search_depth: int = 50) -> None:
+        self.snapshot = snapshot
+        self.rrf_k = rrf_k
+        self.search_depth = search_depth
+        self.device = device
+        self._row = {int(i): n for n, i in enumerate(snapshot.items.column("id").to_pylist())}
+        self._text_encoder = None
+        self._clip = None
+        self._clip_failed: str | None = None
+
+    @property
+    def text_encoder(self):  # noqa: ANN201 - lazy model
+        if self._text_encoder is None:
+            from mmrag_core.models.text_encoder import TextEncoder
+
+            self._text_encoder = TextEncoder(self.snapshot.manifest["models"]["text"]["name"], device=self.device)
+        return self._text_encoder
+
+    @property
+    def clip(self):  # noqa: ANN201 - lazy model; None when the image space cannot be queried
+        if self._clip is None and self._clip_failed is None and "image" in self.snapshot.indexes:
+            from mmrag_core.models.clip_encoder import ClipEncoder
+
+            m = self.snapshot.manifest["models"]["image"]
+            try:
+                self._clip = ClipEncoder(m["name"], m["pretrained"], m.get("model_config"), device=self.device)
+            except ModelUnavailable as e:
+                self._clip_failed = str(e)
+                log.warning("image space not searched: %s", e)
+        return self._clip
+
+    def search(self, text: str | None = None, image: str | Path | bytes | None = None, k: int = 10) -> list[Hit]:
+        """Top-``k`` hits for a text, an image, or both, fused by reciprocal rank over spaces."""
+        if not (text and text.strip()) and image is None:
+            raise ValueError("a query needs text, an image, or both")
+        ranked: dict[str, list[tuple[int, float]]] = {}
+        if text and text.strip() and "text" in self.snapshot.indexes:
+            ranked["text"] = self._search_space("text", self.text_encoder.encode([text]))
+        clip = self.clip
+        if clip is not None:
+            if text and text.strip():
+                ranked["image:text"] = self._search_space("image", clip.encode_texts([text]))
+            if image is not None:
+                ranked["image:image"] = self._search_space("image", clip.encode_images([_image_input(image)]))
+        fused = reciprocal_rank_fusion(ranked, k=self.rrf_k)[:k]
+        return [self._hydrate(f.id, f.score, f.ranks, f.similarities) for f in fused]
+
+    def _search_space(self, space: str, query_vec: np.ndarray) -> list[tuple[int, float]]:
+        scores, ids = search(self.snapshot.indexes[space], query_vec, self.search_depth)
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+
+    def _hydrate(self, item: int, score: float, ranks: dict, sims: dict) -> Hit:
+        row = self.snapshot.items.slice(self._row[item], 1).to_pylist()[0]
+        return Hit(
+            id=item,
+            score=round(score, 6),
+            kind=row["kind"],
+            source_uri=row["source_uri"],
+            page=row["page"],
+            bbox=[round(float(v), 2) for v in row["bbox"]] if row["bbox"] is not None else None,
+            snippet=snippet_of(row["text"]),
+            ocr_confidence=row["ocr_confidence"],
+            text_source=row["text_source"],
+            ranks=dict(ranks),
+            similarities={s: round(v, 6) for s, v in sims.items()},
+        )
+
+
+def _image_input(image: str | Path | bytes) -> bytes:
+    """Image bytes from a path or bytes, validated by Pillow before it reaches the model."""
+    from PIL import Image
+
+    data = image if isinstance(image, (bytes, bytearray)) else Path(image).read_bytes()
+    try:
+        Image.open(io.BytesIO(data)).verify()
+    except Exception as e:  # Pillow raises many types for bad images
+        raise ValueError(f"query image could not be decoded: {e}") from e
+    return bytes(data)

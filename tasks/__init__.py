@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers that run mmrag_core functions on Ray workers."""

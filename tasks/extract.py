@@ -1,0 +1,16 @@
+"""Extraction (text layer, OCR, figures) of a batch of documents on Ray CPU workers."""
+from __future__ import annotations
+
+import ray
+
+from mmrag_core.config import Settings
+from mmrag_core.extract import ExtractResult, extract_document
+from mmrag_core.models.text_encoder import load_token_counter
+from mmrag_core.sources import DocRef
+
+
+@ray.remote(num_cpus=1)
+def extract_batch_remote(docs: list[DocRef], settings: Settings) -> list[ExtractResult]:
+    """Extract each document; bad input comes back as failures, never as an exception."""
+    count_tokens = load_token_counter(settings.text_model)
+    return [extract_document(d.uri, d.uri, d.sha256, settings, count_tokens) for d in docs]

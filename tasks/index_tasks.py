@@ -1,0 +1,114 @@
+"""Prefect tasks of the indexing flow: discover, process a batch (extract + embed + persist), publish."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import ray
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from mmrag_core.build import snapshot_content
+from mmrag_core.config import Settings
+from mmrag_core.embed import image_inputs, text_inputs
+from mmrag_core.items import Failure
+from mmrag_core.persist import build_record, read_record, write_record
+from mmrag_core.snapshot import publish
+from mmrag_core.sources import Discovery, DocRef, discover
+from mmrag_core.store import Store
+from tasks.extract import extract_batch_remote
+
+
+@dataclass
+class BatchSummary:
+    """What one batch did; small, so that the flow can keep all of them."""
+
+    docs: int = 0
+    pages: int = 0
+    ocr_pages: int = 0
+    items: int = 0
+    failed_docs: int = 0
+    seconds_extract: float = 0.0
+    seconds_embed: float = 0.0
+    seconds_ocr: float = 0.0
+    failures: list[Failure] = field(default_factory=list)
+
+
+@task(name="discover", cache_policy=NO_CACHE)
+def discover_source(source: str, settings: Settings) -> Discovery:
+    """List and hash the source's files."""
+    return discover(source, settings.include, settings.max_file_bytes)
+
+
+@task(name="process-batch", cache_policy=NO_CACHE, task_run_name="process-batch-{batch_no}")
+def process_batch(
+    batch_no: int, docs: list[DocRef], settings: Settings, encoders: dict, models_key: str, image_live: bool
+) -> BatchSummary:
+    """Extract a batch on a Ray worker, embed its items on the encoder actors, persist one record per doc."""
+    store = Store(settings.store)
+    out = BatchSummary(docs=len(docs))
+    t0 = time.perf_counter()
+    results = ray.get(extract_batch_remote.remote(docs, settings))
+    out.seconds_extract = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    text_ids, texts, img_ids, imgs = [], [], [], []
+    for r in results:
+        ids, tx = text_inputs(r.items)
+        text_ids.append(ids)
+        texts.extend(tx)
+        ids, im = image_inputs(r.items) if image_live else (np.zeros(0, np.int64), [])
+        img_ids.append(ids)
+        imgs.extend(im)
+    text_ref = encoders["text"].encode.remote(texts) if texts else None
+    img_ref = encoders["image"].encode.remote(imgs) if imgs else None
+    text_vecs = ray.get(text_ref) if text_ref is not None else np.zeros((0, 0), np.float32)
+    img_vecs = ray.get(img_ref) if img_ref is not None else np.zeros((0, 0), np.float32)
+    out.seconds_embed = time.perf_counter() - t1
+    t_off = i_off = 0
+    for doc, r, t_ids, i_ids in zip(docs, results, text_ids, img_ids):
+        out.pages += int(r.stats.get("pages", 0))
+        out.ocr_pages += int(r.stats.get("ocr_pages", 0))
+        out.seconds_ocr += float(r.stats.get("seconds_ocr", 0.0))
+        if not r.items:
+            out.failed_docs += 1
+            out.failures.extend(r.failures or [Failure(doc.uri, "extract", "no text or images found", None, doc.sha256)])
+            continue  # nothing to persist: a failed document is retried on the next run
+        vectors = {
+            "text": (t_ids, text_vecs[t_off : t_off + len(t_ids)]),
+            "image": (i_ids, img_vecs[i_off : i_off + len(i_ids)] if len(i_ids) else None),
+        }
+        t_off += len(t_ids)
+        i_off += len(i_ids)
+        write_record(store, build_record(doc.sha256, doc.uri, r.items, vectors, r.failures, models_key, r.stats))
+        out.items += len(r.items)
+        out.failures.extend(r.failures)
+    return out
+
+
+@task(name="publish-snapshot", cache_policy=NO_CACHE)
+def publish_snapshot(
+    settings: Settings, docs: list[DocRef], failures: list[Failure], models: dict, source: str, stats: dict
+) -> dict:
+    """Gather the records of every current document, build the indexes and publish a snapshot."""
+    store = Store(settings.store)
+    records = []
+    for d in docs:
+        rec = read_record(store, d.sha256)
+        if rec is not None:
+            if rec.source_uri != d.uri:  # same bytes, new name: provenance follows the current listing
+                rec = _relocate(rec, d.uri)
+            records.append(rec)
+    content = snapshot_content(records, failures, models, source, stats)
+    return publish(store, content)
+
+
+def _relocate(rec, uri: str):  # noqa: ANN001, ANN202 - DocRecord in, DocRecord out
+    import pyarrow as pa
+
+    col = rec.table.column_names.index("source_uri")
+    rec.table = rec.table.set_column(col, "source_uri", pa.array([uri] * rec.table.num_rows, pa.string()))
+    for f in rec.failures:
+        f.source_uri = uri
+    rec.source_uri = uri
+    return rec

@@ -1,0 +1,34 @@
+"""Start or join Ray once per process, with the settings that matter on small machines."""
+from __future__ import annotations
+
+import logging
+import os
+
+import ray
+
+from mmrag_core.config import Settings
+
+log = logging.getLogger(__name__)
+
+# Passed to every worker: tesseract is ~2x faster single-threaded with one process per core,
+# and the model-hub setting must match the driver's.
+_WORKER_ENV = ("OMP_THREAD_LIMIT", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "MMRAG_TEST_DATA")
+
+
+def ensure_ray(settings: Settings) -> None:
+    """Join ``settings.ray_address`` (or RAY_ADDRESS) or start a local Ray without a dashboard."""
+    if ray.is_initialized():
+        return
+    env = {k: os.environ[k] for k in _WORKER_ENV if k in os.environ}
+    env.setdefault("OMP_THREAD_LIMIT", "1")
+    kwargs: dict = {"runtime_env": {"env_vars": env}, "log_to_driver": True, "logging_level": logging.WARNING}
+    if settings.ray_address:
+        log.info("joining Ray cluster at %s", settings.ray_address)
+        ray.init(address=settings.ray_address, **kwargs)
+    else:
+        ray.init(num_cpus=settings.num_cpus, include_dashboard=False, **kwargs)
+
+
+def cluster_cpus() -> int:
+    """CPUs Ray can schedule on (at least 1)."""
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
