@@ -35,7 +35,7 @@ def _eta(done: int, total: int, elapsed: float) -> str:
 @flow(name="index", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=True)
 def index_flow(source: str, store: str | None = None, overrides: dict[str, Any] | None = None) -> dict:
     """Index ``source`` into ``store`` and publish a snapshot; returns its manifest."""
-    settings = load_settings(**(overrides or {}), **({"store": store} if store else {}))
+    settings = load_settings(**{**(overrides or {}), **({"store": store} if store else {})})
     return run_index(source, settings)
 
 

@@ -26,6 +26,12 @@ def _random_weights(pretrained: str | None) -> bool:
     return pretrained is None or pretrained.strip().lower() in ("", "none", "random")
 
 
+def _first_sentence(e: Exception, limit: int = 160) -> str:
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    text = text.split(". ")[0]
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class ClipEncoder:
     """Batched, L2-normalised float32 CLIP embeddings of images (PNG/JPEG bytes or PIL) and texts."""
 
@@ -59,7 +65,7 @@ class ClipEncoder:
         except (RuntimeError, OSError, ValueError, KeyError) as e:
             raise ModelUnavailable(
                 f"CLIP weights for model {model_name!r} (pretrained {pretrained!r}) could not be loaded: "
-                f"{str(e).splitlines()[0][:300]}. {HOW_TO_PROVIDE}"
+                f"{_first_sentence(e)}. {HOW_TO_PROVIDE}"
             ) from e
         self.model = model.eval()
         self.preprocess = preprocess

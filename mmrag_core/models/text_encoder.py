@@ -59,6 +59,9 @@ class TextEncoder:
     def __init__(self, name: str, device: str = "cpu", batch_size: int = 32, max_length: int = 256) -> None:
         import torch
         from transformers import AutoModel
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
 
         self.name = name
         self.path = resolve_text_model(name)
