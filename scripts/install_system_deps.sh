@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs the Debian packages mmrag needs (tesseract-ocr with English + OSD) when they are missing.
+set -euo pipefail
+need=()
+command -v tesseract >/dev/null 2>&1 || need+=(tesseract-ocr)
+if command -v tesseract >/dev/null 2>&1; then
+  langs=$(tesseract --list-langs 2>/dev/null || true)
+  grep -qx eng <<<"$langs" || need+=(tesseract-ocr-eng)
+  grep -qx osd <<<"$langs" || need+=(tesseract-ocr-osd)
+fi
+[ ${#need[@]} -eq 0 ] && exit 0
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+echo "installing Debian packages: ${need[*]}"
+$SUDO apt-get update -q
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
