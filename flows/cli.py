@@ -131,10 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
     handler = {"index": cmd_index, "query": cmd_query, "snapshots": cmd_snapshots, "config": cmd_config}[args.command]
-    from mmrag_core.snapshot import SnapshotError
+    from mmrag_core.snapshot import NothingToPublish, SnapshotError
 
     try:
         return handler(args)
+    except NothingToPublish as e:
+        print(f"mmrag {args.command}: {e}", file=sys.stderr)
+        return 1
     except (FileNotFoundError, ValueError, SnapshotError) as e:
         print(f"mmrag {args.command}: {e}", file=sys.stderr)
         return 2

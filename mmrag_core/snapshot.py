@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mmrag_core.index import read_index, write_index
+from mmrag_core.items import Failure
 from mmrag_core.models.fingerprint import sha256_file
 from mmrag_core.store import Store, atomic_write_bytes
 
@@ -27,6 +28,16 @@ FORMAT_VERSION = 1
 
 class SnapshotError(RuntimeError):
     """A snapshot is missing, incomplete or fails verification."""
+
+
+class NothingToPublish(SnapshotError):
+    """No document of the source produced any item: publishing would replace a good snapshot with an empty one."""
+
+    def __init__(self, source: str, failures: list[Failure]) -> None:
+        lines = [f"  - {f.source_uri} [{f.stage}]: {f.reason}" for f in failures[:50]]
+        super().__init__(f"nothing to publish: no document in {source} produced any item; LATEST is unchanged."
+                         + ("\n" + "\n".join(lines) if lines else ""))
+        self.failures = failures
 
 
 def new_snapshot_id(now: datetime | None = None) -> str:

@@ -14,7 +14,7 @@ from mmrag_core.config import Settings
 from mmrag_core.embed import image_inputs, text_inputs
 from mmrag_core.items import Failure
 from mmrag_core.persist import build_record, read_record, write_record
-from mmrag_core.snapshot import publish
+from mmrag_core.snapshot import NothingToPublish, publish
 from mmrag_core.sources import Discovery, DocRef, discover
 from mmrag_core.store import Store
 from tasks.extract import extract_batch_remote
@@ -99,6 +99,8 @@ def publish_snapshot(
             if rec.source_uri != d.uri:  # same bytes, new name: provenance follows the current listing
                 rec = _relocate(rec, d.uri)
             records.append(rec)
+    if not records:
+        raise NothingToPublish(source, failures)
     content = snapshot_content(records, failures, models, source, stats)
     return publish(store, content)
 
