@@ -85,6 +85,9 @@ class QueryEngine:
         if text and text.strip() and "text" in self.snapshot.indexes:
             ranked["text"] = self._search_space("text", self.text_encoder.encode([text]))
         clip = self.clip
+        if clip is None and image is not None and not (text and text.strip()):
+            reason = self._clip_failed or "the snapshot has no image space"
+            raise ValueError(f"image queries need the image space, which cannot be searched: {reason}")
         if clip is not None:
             if text and text.strip():
                 ranked["image:text"] = self._search_space("image", clip.encode_texts([text]))

@@ -16,9 +16,12 @@ class _EncoderActor:
     """Holds one space's encoder; when weights cannot be loaded it says why instead of failing."""
 
     def __init__(self, space: str, settings: Settings) -> None:
+        import os
+
         import torch
 
-        torch.set_num_threads(max(1, settings.num_cpus or torch.get_num_threads()))
+        # Ray pins OMP_NUM_THREADS=1 in workers; a model actor should use the machine's cores.
+        torch.set_num_threads(max(1, settings.num_cpus or os.cpu_count() or 1))
         self.space = space
         self.model_config = settings.clip_model_config
         self.encoder = None

@@ -1,0 +1,69 @@
+"""Benchmark: index a corpus end to end with the real CLI and report throughput from its manifest.
+
+    .venv/bin/python benchmarks/index_corpus.py ../shared/data/financebench-dev/pdfs --out benchmarks/results
+
+Prints a table and writes ``<out>/index_<corpus>.json``. Run it on a quiet machine; compare ratios
+measured in one run, not absolute times across runs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def run_index(corpus: Path, store: Path) -> tuple[dict, float]:
+    """Run ``mmrag index`` once; returns its manifest and the wall time in seconds."""
+    env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "index", str(corpus), "--store", str(store), "--json"],
+                          env=env, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"mmrag index failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout[proc.stdout.index("{"):]), wall
+
+
+def rows(manifest: dict, wall: float, label: str) -> list[tuple[str, str]]:
+    st, c = manifest["stats"], manifest["counts"]
+    pages = st["pages_processed"]
+    return [
+        ("run", label),
+        ("documents processed / reused", f"{st['documents_processed']} / {st['documents_reused']}"),
+        ("pages processed (OCR'd)", f"{pages} ({st['ocr_pages']})"),
+        ("items", f"{c['items']} {c['items_by_kind']}"),
+        ("wall time, whole command (s)", f"{wall:.1f}"),
+        ("processing time: extract+embed+persist (s)", f"{st['seconds_processing']:.1f}"),
+        ("pages/s over processing time", f"{pages / max(st['seconds_processing'], 1e-9):.2f}"),
+        ("OCR s/page (summed over workers)", f"{st['seconds_ocr'] / st['ocr_pages']:.2f}" if st["ocr_pages"] else "-"),
+        ("ray CPUs", str(st["ray_cpus"])),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("corpus", type=Path)
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = ap.parse_args(argv)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label in ("cold", "warm (unchanged corpus)"):
+            manifest, wall = run_index(args.corpus, Path(tmp) / "store")
+            results[label] = {"wall_s": wall, "stats": manifest["stats"], "counts": manifest["counts"]}
+            for k, v in rows(manifest, wall, label):
+                print(f"| {k:<45} | {v} |")
+            print()
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / f"index_{args.corpus.name}.json"
+    out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""Discovery: listing, include globs, hashing, limits, hidden files and duplicate content."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+import mmrag_core.sources as sources
+from mmrag_core.sources import DocRef, discover
+
+INCLUDE = ["*.pdf", "*.png", "*.jpg"]
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    root = tmp_path / "corpus"
+    _write(root / "a.pdf", b"%PDF-1.7 document a")
+    _write(root / "nested" / "deeper" / "b.png", b"\x89PNG image b")
+    _write(root / "nested" / "C.PDF", b"%PDF-1.7 upper-case extension")
+    _write(root / "nested" / "photo.JpG", b"\xff\xd8 jpeg")
+    _write(root / "notes.docx", b"PK\x03\x04 word")
+    _write(root / "README", b"no extension")
+    _write(root / ".hidden.pdf", b"%PDF hidden file")
+    _write(root / ".git" / "objects" / "x.pdf", b"%PDF inside a hidden folder")
+    _write(root / "nested" / ".cache" / "y.png", b"hidden folder png")
+    return root
+
+
+def test_discovers_nested_files_with_sha256(corpus: Path) -> None:
+    found = discover(str(corpus), INCLUDE, max_file_bytes=10_000)
+    by_name = {d.name: d for d in found.docs}
+    assert set(by_name) == {"a.pdf", "b.png", "C.PDF", "photo.JpG"}
+    for d in found.docs:
+        data = Path(d.uri).read_bytes()
+        assert d.sha256 == _sha(data)
+        assert d.size == len(data)
+    assert Path(by_name["b.png"].uri) == corpus / "nested" / "deeper" / "b.png"
+    assert found.duplicates == {}
+    # deterministic order (sorted listing)
+    assert [d.uri for d in found.docs] == sorted(d.uri for d in found.docs)
+
+
+def test_include_globs_are_case_insensitive(corpus: Path) -> None:
+    found = discover(str(corpus), ["*.PDF"], max_file_bytes=10_000)
+    assert sorted(d.name for d in found.docs) == ["C.PDF", "a.pdf"]
+
+
+def test_unsupported_files_are_failures(corpus: Path) -> None:
+    found = discover(str(corpus), INCLUDE, max_file_bytes=10_000)
+    failures = {Path(f.source_uri).name: f for f in found.failures}
+    assert set(failures) == {"notes.docx", "README"}
+    assert all(f.stage == "discover" for f in failures.values())
+    assert "unsupported" in failures["notes.docx"].reason and ".docx" in failures["notes.docx"].reason
+    assert "unsupported" in failures["README"].reason
+
+
+def test_hidden_files_and_folders_are_ignored(corpus: Path) -> None:
+    found = discover(str(corpus), ["*"], max_file_bytes=10_000)
+    names = {d.name for d in found.docs} | {Path(f.source_uri).name for f in found.failures}
+    assert ".hidden.pdf" not in names
+    assert "x.pdf" not in names and "y.png" not in names
+    assert not any("/." in d.uri for d in found.docs)
+    assert {"a.pdf", "notes.docx", "README"} <= names
+
+
+def test_source_inside_a_hidden_folder_still_works(tmp_path: Path) -> None:
+    root = tmp_path / ".config" / "corpus"
+    _write(root / "a.pdf", b"%PDF in a folder whose parent is hidden")
+    assert [d.name for d in discover(str(root), INCLUDE, 10_000).docs] == ["a.pdf"]
+
+
+def test_too_large_file_is_a_failure_and_not_hashed(corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    big = _write(corpus / "nested" / "big.pdf", b"x" * 5000)
+    hashed: list[str] = []
+    real = sources.sha256_stream
+
+    def spy(fs, path: str, chunk_bytes: int = 1 << 20) -> str:  # noqa: ANN001
+        hashed.append(path)
+        return real(fs, path, chunk_bytes)
+
+    monkeypatch.setattr(sources, "sha256_stream", spy)
+    found = discover(str(corpus), INCLUDE, max_file_bytes=4999)
+    (failure,) = [f for f in found.failures if Path(f.source_uri).name == "big.pdf"]
+    assert failure.stage == "discover"
+    assert "5000" in failure.reason and "4999" in failure.reason and "max_file_bytes" in failure.reason
+    assert not any(Path(p) == big for p in hashed)
+    assert "big.pdf" not in {d.name for d in found.docs}
+    assert len(hashed) == len(found.docs)  # only accepted files were read
+    # exactly at the limit is accepted
+    assert "big.pdf" in {d.name for d in discover(str(corpus), INCLUDE, max_file_bytes=5000).docs}
+
+
+def test_duplicate_content_is_one_doc(tmp_path: Path) -> None:
+    data = b"%PDF same bytes"
+    first = _write(tmp_path / "a" / "report.pdf", data)
+    second = _write(tmp_path / "b" / "copy of report.pdf", data)
+    _write(tmp_path / "c.pdf", b"%PDF other bytes")
+    found = discover(str(tmp_path), INCLUDE, 10_000)
+    shas = [d.sha256 for d in found.docs]
+    assert len(found.docs) == 2 and len(set(shas)) == 2
+    assert _sha(data) in shas
+    assert found.duplicates == {str(second): str(first)}  # sorted order: a/ is kept, b/ is the duplicate
+    assert str(second) not in {d.uri for d in found.docs}
+
+
+def test_single_file_source(tmp_path: Path) -> None:
+    path = _write(tmp_path / "only.png", b"\x89PNG single")
+    found = discover(str(path), INCLUDE, 10_000)
+    assert found.docs == [DocRef(uri=str(path), size=len(b"\x89PNG single"), sha256=_sha(b"\x89PNG single"))]
+    assert found.failures == [] and found.duplicates == {}
+
+
+def test_single_unsupported_file_source(tmp_path: Path) -> None:
+    path = _write(tmp_path / "doc.txt", b"text")
+    found = discover(str(path), INCLUDE, 10_000)
+    assert found.docs == []
+    assert [(f.source_uri, f.stage) for f in found.failures] == [(str(path), "discover")]
+
+
+def test_missing_source(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="source not found"):
+        discover(str(tmp_path / "nope"), INCLUDE, 10_000)
+
+
+def test_empty_folder(tmp_path: Path) -> None:
+    found = discover(str(tmp_path), INCLUDE, 10_000)
+    assert (found.docs, found.failures, found.duplicates) == ([], [], {})
+
+
+def test_file_url_source(corpus: Path) -> None:
+    found = discover(f"file://{corpus}", INCLUDE, 10_000)
+    assert {d.name for d in found.docs} == {"a.pdf", "b.png", "C.PDF", "photo.JpG"}
+
+
+def test_sha256_stream_chunks(tmp_path: Path) -> None:
+    import fsspec
+
+    data = bytes(range(256)) * 100
+    path = _write(tmp_path / "f.bin", data)
+    fs = fsspec.filesystem("file")
+    assert sources.sha256_stream(fs, str(path), chunk_bytes=7) == _sha(data)
