@@ -10,7 +10,7 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from mmrag_core.config import Settings, load_settings
-from mmrag_core.embed import models_key
+from mmrag_core.embed import record_key
 from mmrag_core.persist import read_record
 from mmrag_core.sources import DocRef
 from mmrag_core.store import Store
@@ -54,13 +54,13 @@ def run_index(source: str, settings: Settings) -> dict:
     image_live = "skipped" not in models["image"]
     if not image_live:
         log.warning("image space SKIPPED: %s", models["image"]["skipped"])
-    key = models_key(models)
+    key = record_key(models, settings)
 
     store = Store(settings.store)
     todo, reused = [], 0
     for d in found.docs:
         rec = read_record(store, d.sha256)
-        if rec is not None and rec.models_key == key:
+        if rec is not None and rec.record_key == key:
             reused += 1
         else:
             todo.append(d)
@@ -75,7 +75,7 @@ def run_index(source: str, settings: Settings) -> dict:
     for fut in as_completed(futures):
         s: BatchSummary = fut.result()
         done_docs += s.docs
-        for name in ("pages", "ocr_pages", "items", "failed_docs"):
+        for name in ("pages", "ocr_pages", "items"):
             setattr(total, name, getattr(total, name) + getattr(s, name))
         for name in ("seconds_extract", "seconds_embed", "seconds_ocr"):
             setattr(total, name, getattr(total, name) + getattr(s, name))
@@ -92,7 +92,6 @@ def run_index(source: str, settings: Settings) -> dict:
         "documents_discovered": len(found.docs),
         "documents_processed": len(todo),
         "documents_reused": reused,
-        "documents_failed": total.failed_docs + len(found.failures),
         "duplicates": found.duplicates,
         "pages_processed": total.pages,
         "ocr_pages": total.ocr_pages,
@@ -103,7 +102,8 @@ def run_index(source: str, settings: Settings) -> dict:
         "seconds_embed_calls": round(total.seconds_embed, 3),
         "ray_cpus": cluster_cpus(),
     }
-    manifest = publish_snapshot(settings, found.docs, found.failures + total.failures, models, source, stats)
+    # Failures of documents travel in their records; only the listing's own refusals are added here.
+    manifest = publish_snapshot(settings, found.docs, found.failures, models, source, stats)
     log.info("published snapshot %s: %d items from %d documents, %d failures",
              manifest["id"], manifest["counts"]["items"], manifest["counts"]["documents"],
              manifest["counts"]["failures"])

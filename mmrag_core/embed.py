@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 
+from mmrag_core.config import Settings
 from mmrag_core.items import Item
 
 
@@ -21,13 +22,27 @@ def image_inputs(items: list[Item]) -> tuple[np.ndarray, list[bytes]]:
     return np.array([it.id for it in chosen], dtype=np.int64), [it.image_png for it in chosen]
 
 
-def models_key(models: dict) -> str:
-    """A digest of the model descriptions (names and weight checksums) per space.
+# Settings that change what extraction produces; a change in any of them invalidates stored records.
+EXTRACTION_SETTINGS: tuple[str, ...] = (
+    "max_file_bytes", "max_image_pixels", "max_pdf_pages", "ocr_lang", "ocr_dpi", "ocr_min_text_chars",
+    "ocr_rotation", "ocr_min_confidence_for_no_rotation", "figure_min_pixels", "figure_min_page_fraction",
+    "figure_max_side", "chunk_tokens", "chunk_overlap", "text_model",
+)
+RECORD_FORMAT = 1
 
-    A document's persisted vectors are reused only when this key matches the current run's.
+
+def record_key(models: dict, settings: Settings) -> str:
+    """A digest of the models (names, weight checksums) and the extraction settings.
+
+    A document's persisted record (items, vectors, or its failure) is reused only when this key
+    matches the current run's, so changing a model or a chunking/OCR setting re-processes documents.
     """
     relevant = {
-        space: {k: desc.get(k) for k in ("name", "pretrained", "weights_sha256", "skipped", "dim")}
-        for space, desc in sorted(models.items())
+        "format": RECORD_FORMAT,
+        "models": {
+            space: {k: desc.get(k) for k in ("name", "pretrained", "weights_sha256", "skipped", "dim")}
+            for space, desc in sorted(models.items())
+        },
+        "extraction": {name: getattr(settings, name) for name in EXTRACTION_SETTINGS},
     }
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]

@@ -26,7 +26,7 @@ class DocRecord:
     source_uri: str
     table: pa.Table
     failures: list[Failure]
-    models_key: str
+    record_key: str
     stats: dict
 
 
@@ -53,7 +53,7 @@ def build_record(
     items: list[Item],
     vectors: dict[str, tuple[np.ndarray, np.ndarray]],
     failures: list[Failure],
-    models_key: str,
+    record_key: str,
     stats: dict,
 ) -> DocRecord:
     """Assemble a document's record from extraction and embedding outputs."""
@@ -62,13 +62,13 @@ def build_record(
     for space in SPACES:
         ids, vecs = vectors.get(space, (np.zeros(0, np.int64), None))
         table = table.append_column(f"vec_{space}", vector_column(ids, vecs, all_ids))
-    return DocRecord(doc_sha256, source_uri, table, failures, models_key, stats)
+    return DocRecord(doc_sha256, source_uri, table, failures, record_key, stats)
 
 
 def write_record(store: Store, record: DocRecord) -> None:
     """Persist atomically, with failures, models and stats in the file's metadata."""
     meta = {
-        b"mmrag.models_key": record.models_key.encode(),
+        b"mmrag.record_key": record.record_key.encode(),
         b"mmrag.source_uri": record.source_uri.encode(),
         b"mmrag.failures": json.dumps([asdict(f) for f in record.failures]).encode(),
         b"mmrag.stats": json.dumps(record.stats).encode(),
@@ -93,7 +93,7 @@ def read_record(store: Store, doc_sha256: str) -> DocRecord | None:
         source_uri=meta.get(b"mmrag.source_uri", b"").decode(),
         table=table,
         failures=failures,
-        models_key=meta.get(b"mmrag.models_key", b"").decode(),
+        record_key=meta.get(b"mmrag.record_key", b"").decode(),
         stats=json.loads(meta.get(b"mmrag.stats", b"{}")),
     )
 

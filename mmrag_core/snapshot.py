@@ -112,6 +112,8 @@ def _counts(items: pa.Table, failures: pa.Table) -> dict:
         "items": items.num_rows,
         "items_by_kind": {k: kinds.count(k) for k in sorted(set(kinds))},
         "failures": failures.num_rows,
+        "documents_failed": len({u for u, p in zip(failures.column("source_uri").to_pylist(),
+                                                   failures.column("page").to_pylist()) if p is None}),
     }
 
 

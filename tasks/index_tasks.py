@@ -28,7 +28,6 @@ class BatchSummary:
     pages: int = 0
     ocr_pages: int = 0
     items: int = 0
-    failed_docs: int = 0
     seconds_extract: float = 0.0
     seconds_embed: float = 0.0
     seconds_ocr: float = 0.0
@@ -43,7 +42,7 @@ def discover_source(source: str, settings: Settings) -> Discovery:
 
 @task(name="process-batch", cache_policy=NO_CACHE, task_run_name="process-batch-{batch_no}")
 def process_batch(
-    batch_no: int, docs: list[DocRef], settings: Settings, encoders: dict, models_key: str, image_live: bool
+    batch_no: int, docs: list[DocRef], settings: Settings, encoders: dict, record_key: str, image_live: bool
 ) -> BatchSummary:
     """Extract a batch on a Ray worker, embed its items on the encoder actors, persist one record per doc."""
     store = Store(settings.store)
@@ -70,17 +69,16 @@ def process_batch(
         out.pages += int(r.stats.get("pages", 0))
         out.ocr_pages += int(r.stats.get("ocr_pages", 0))
         out.seconds_ocr += float(r.stats.get("seconds_ocr", 0.0))
-        if not r.items:
-            out.failed_docs += 1
-            out.failures.extend(r.failures or [Failure(doc.uri, "extract", "no text or images found", None, doc.sha256)])
-            continue  # nothing to persist: a failed document is retried on the next run
+        if not r.items and not r.failures:
+            r.failures.append(Failure(doc.uri, "extract", "no text or images found", None, doc.sha256))
         vectors = {
-            "text": (t_ids, text_vecs[t_off : t_off + len(t_ids)]),
+            "text": (t_ids, text_vecs[t_off : t_off + len(t_ids)] if len(t_ids) else None),
             "image": (i_ids, img_vecs[i_off : i_off + len(i_ids)] if len(i_ids) else None),
         }
         t_off += len(t_ids)
         i_off += len(i_ids)
-        write_record(store, build_record(doc.sha256, doc.uri, r.items, vectors, r.failures, models_key, r.stats))
+        # A document that failed is recorded too, so an unchanged bad file is not retried every run.
+        write_record(store, build_record(doc.sha256, doc.uri, r.items, vectors, r.failures, record_key, r.stats))
         out.items += len(r.items)
         out.failures.extend(r.failures)
     return out
@@ -99,8 +97,8 @@ def publish_snapshot(
             if rec.source_uri != d.uri:  # same bytes, new name: provenance follows the current listing
                 rec = _relocate(rec, d.uri)
             records.append(rec)
-    if not records:
-        raise NothingToPublish(source, failures)
+    if not any(r.table.num_rows for r in records):
+        raise NothingToPublish(source, failures + [f for r in records for f in r.failures])
     content = snapshot_content(records, failures, models, source, stats)
     return publish(store, content)
 

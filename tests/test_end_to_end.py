@@ -150,8 +150,11 @@ def test_image_query_hits_the_image_space(run: dict) -> None:
 def test_rerun_reuses_persisted_documents(run: dict) -> None:
     proc = _run(["index", str(run["corpus"]), "--json"], run["env"])
     second = json.loads(proc.stdout[proc.stdout.index("{"):])
-    assert second["stats"]["documents_reused"] == len(GOOD)
+    discovered = len(GOOD) + len(BAD) - 1  # the .docx is refused by the listing, not extracted
+    assert second["stats"]["documents_reused"] == discovered, "bad files are remembered, not retried"
     assert second["stats"]["documents_processed"] == 0
+    assert second["counts"]["failures"] == run["manifest"]["counts"]["failures"]
+    assert second["counts"]["documents_failed"] == len(BAD)
     assert second["parent"] == run["manifest"]["id"]
     assert second["counts"]["items"] == run["manifest"]["counts"]["items"]
 

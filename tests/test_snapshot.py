@@ -105,7 +105,7 @@ def test_record_round_trip(store: Store, rng: np.random.Generator) -> None:
 
     rec = read_record(store, doc["sha"])
     assert rec is not None
-    assert rec.doc_sha256 == doc["sha"] and rec.source_uri == doc["uri"] and rec.models_key == "mk-1"
+    assert rec.doc_sha256 == doc["sha"] and rec.source_uri == doc["uri"] and rec.record_key == "mk-1"
     assert rec.failures == failures
     assert rec.stats == stats
     assert rec.table.column("id").to_pylist() == [it.id for it in doc["items"]]
@@ -202,7 +202,7 @@ def test_publish_and_open(store: Store, rng: np.random.Generator) -> None:
     assert manifest["source"] == "/corpus" and manifest["stats"] == {"run": 1}
     assert manifest["counts"] == {
         "documents": 3, "pages_with_items": 3 + 1 + 2, "items": 7,
-        "items_by_kind": {"chunk": 5, "image": 2}, "failures": 1,
+        "items_by_kind": {"chunk": 5, "image": 2}, "failures": 1, "documents_failed": 1,
     }
     assert manifest["spaces"]["text"]["count"] == 5 and manifest["spaces"]["text"]["dim"] == TEXT_DIM
     assert manifest["spaces"]["image"]["count"] == 2 and manifest["spaces"]["image"]["dim"] == IMAGE_DIM
