@@ -1,10 +1,18 @@
-"""Shared fixtures: where the real test data lives."""
+"""Shared test setup: an offline, isolated environment, and where the real test data lives."""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# Before any library reads them: no model hub, no telemetry, a private Prefect home for the session.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="mmrag-prefect-"))
 
 
 @pytest.fixture(scope="session")
