@@ -7,6 +7,11 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import fsspec
@@ -82,3 +87,21 @@ def discover(source: str, include: list[str], max_file_bytes: int) -> Discovery:
         seen[digest] = uri
         out.docs.append(DocRef(uri=uri, size=size, sha256=digest))
     return out
+
+
+@contextmanager
+def local_path(uri: str) -> Iterator[str]:
+    """A local file path for ``uri``: the path itself for local files, else a temporary copy
+    (extractors such as pymupdf and tesseract need a real file)."""
+    fs, path = fsspec.core.url_to_fs(uri)
+    if "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
+        yield path
+        return
+    suffix = os.path.splitext(path)[1]
+    fd, tmp = tempfile.mkstemp(prefix="mmrag-", suffix=suffix)
+    try:
+        with os.fdopen(fd, "wb") as out, fs.open(path, "rb") as src:
+            shutil.copyfileobj(src, out, 1 << 20)
+        yield tmp
+    finally:
+        os.unlink(tmp)

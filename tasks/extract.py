@@ -6,11 +6,15 @@ import ray
 from mmrag_core.config import Settings
 from mmrag_core.extract import ExtractResult, extract_document
 from mmrag_core.models.text_encoder import load_token_counter
-from mmrag_core.sources import DocRef
+from mmrag_core.sources import DocRef, local_path
 
 
 @ray.remote(num_cpus=1)
 def extract_batch_remote(docs: list[DocRef], settings: Settings) -> list[ExtractResult]:
     """Extract each document; bad input comes back as failures, never as an exception."""
     count_tokens = load_token_counter(settings.text_model)
-    return [extract_document(d.uri, d.uri, d.sha256, settings, count_tokens) for d in docs]
+    results = []
+    for d in docs:
+        with local_path(d.uri) as path:
+            results.append(extract_document(path, d.uri, d.sha256, settings, count_tokens))
+    return results

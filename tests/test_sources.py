@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import mmrag_core.sources as sources
-from mmrag_core.sources import DocRef, discover
+from mmrag_core.sources import DocRef, discover, local_path
 
 INCLUDE = ["*.pdf", "*.png", "*.jpg"]
 
@@ -150,3 +150,21 @@ def test_sha256_stream_chunks(tmp_path: Path) -> None:
     path = _write(tmp_path / "f.bin", data)
     fs = fsspec.filesystem("file")
     assert sources.sha256_stream(fs, str(path), chunk_bytes=7) == _sha(data)
+
+
+def test_local_path_is_the_file_itself_for_local_uris(tmp_path: Path) -> None:
+    f = tmp_path / "a.pdf"
+    f.write_bytes(b"%PDF-1.4")
+    with local_path(str(f)) as p:
+        assert p == str(f)
+    assert f.exists()
+
+
+def test_local_path_copies_remote_files_and_cleans_up() -> None:
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/bucket/doc.pdf", b"%PDF-1.7 remote bytes")
+    with local_path("memory://bucket/doc.pdf") as p:
+        assert p.endswith(".pdf") and Path(p).read_bytes() == b"%PDF-1.7 remote bytes"
+    assert not Path(p).exists()
