@@ -20,5 +20,7 @@ def test_data() -> Path:
     """The shared data folder (``MMRAG_TEST_DATA``, default ``<repo>/../shared/data``)."""
     root = Path(os.environ.get("MMRAG_TEST_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
     if not root.is_dir():
+        if os.environ.get("MMRAG_REQUIRE_TEST_DATA") == "1":
+            pytest.fail(f"test data not found at {root} (MMRAG_REQUIRE_TEST_DATA=1)")
         pytest.skip(f"test data not found at {root}; set MMRAG_TEST_DATA to the shared data folder")
     return root
