@@ -1,4 +1,5 @@
-"""The ``mmrag`` command line: index a source, query a snapshot, list snapshots, show settings."""
+"""The ``mmrag`` command line: index a source, query a snapshot, evaluate retrieval, list snapshots, show
+settings."""
 from __future__ import annotations
 
 import argparse
@@ -37,6 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--snapshot", help="snapshot id (default: LATEST)")
     _common(q)
     q.add_argument("--json", action="store_true", help="print hits as JSON")
+
+    e = sub.add_parser("eval", help="measure retrieval quality of a snapshot against qrels, beside a BM25 baseline")
+    e.add_argument("--queries", required=True, help="queries JSON-lines file ({\"query_id\", \"text\", ...} a line)")
+    e.add_argument("--qrels", required=True, help="relevance judgements TSV: query_id, corpus_id, score")
+    e.add_argument("--snapshot", help="snapshot id (default: LATEST)")
+    _common(e)
+    e.add_argument("--systems", help="comma-separated, among bm25,text,image,default (default: all available)")
+    e.add_argument("--json", metavar="PATH", help="write the rows (and per-query rankings) as JSON")
+    e.add_argument("--plot", metavar="PATH", help="write a PNG of the Recall@k curves")
 
     s = sub.add_parser("snapshots", help="list published snapshots")
     _common(s)
@@ -107,6 +117,29 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from mmrag_core import evaluation
+    from mmrag_core.query import QueryEngine
+    from mmrag_core.snapshot import open_snapshot
+    from mmrag_core.store import Store
+
+    settings = _settings(args)
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()] if args.systems else None
+    queries, qrels = evaluation.load_queries(args.queries), evaluation.load_qrels(args.qrels)
+    snap = open_snapshot(Store(settings.store), args.snapshot)
+    engine = QueryEngine(snap, settings.device, settings.rrf_k, settings.search_depth)
+    result = evaluation.evaluate(engine, queries, qrels, systems)
+    print(f"snapshot {result.snapshot} - {result.queries} queries, {result.level}-level qrels (pages are 0-based)\n")
+    print(evaluation.markdown_table(result.rows))
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if args.json:
+        evaluation.write_json(result, args.json)
+    if args.plot:
+        evaluation.plot_recall(result, args.plot)
+    return 0
+
+
 def cmd_snapshots(args: argparse.Namespace) -> int:
     from mmrag_core.snapshot import read_manifest
     from mmrag_core.store import Store
@@ -130,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``mmrag`` console script."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
-    handler = {"index": cmd_index, "query": cmd_query, "snapshots": cmd_snapshots, "config": cmd_config}[args.command]
+    handler = {"index": cmd_index, "query": cmd_query, "eval": cmd_eval, "snapshots": cmd_snapshots,
+               "config": cmd_config}[args.command]
     from mmrag_core.snapshot import NothingToPublish, SnapshotError
 
     try:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -14,6 +15,10 @@ from mmrag_core.models import ModelUnavailable
 from mmrag_core.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
+
+# The ranked lists a query can fuse: the text space, and the image space queried by text (CLIP text
+# tower) or by image (CLIP image tower).
+RANKED_LISTS: tuple[str, ...] = ("text", "image:text", "image:image")
 
 
 @dataclass
@@ -77,22 +82,46 @@ class QueryEngine:
                 log.warning("image space not searched: %s", e)
         return self._clip
 
-    def search(self, text: str | None = None, image: str | Path | bytes | None = None, k: int = 10) -> list[Hit]:
-        """Top-``k`` hits for a text, an image, or both, fused by reciprocal rank over spaces."""
+    def search(
+        self,
+        text: str | None = None,
+        image: str | Path | bytes | None = None,
+        k: int = 10,
+        spaces: Collection[str] | None = None,
+    ) -> list[Hit]:
+        """Top-``k`` hits for a text, an image, or both, fused by reciprocal rank over spaces.
+
+        ``spaces`` selects which ranked lists are fused, among :data:`RANKED_LISTS`: ``"text"`` (the
+        text space), ``"image:text"`` (the query text through CLIP's text tower into the image space),
+        ``"image:image"`` (the query image into the image space). ``None`` (the default) fuses every
+        list the query and the snapshot allow. An explicit selection that leaves nothing to search is
+        a ``ValueError``.
+        """
         if not (text and text.strip()) and image is None:
             raise ValueError("a query needs text, an image, or both")
+        if spaces is not None:
+            unknown = set(spaces) - set(RANKED_LISTS)
+            if unknown:
+                raise ValueError(f"unknown ranked list(s) {sorted(unknown)}; choose among {list(RANKED_LISTS)}")
+        wanted = set(RANKED_LISTS if spaces is None else spaces)
+        has_text = bool(text and text.strip())
         ranked: dict[str, list[tuple[int, float]]] = {}
-        if text and text.strip() and "text" in self.snapshot.indexes:
+        if has_text and "text" in wanted and "text" in self.snapshot.indexes:
             ranked["text"] = self._search_space("text", self.text_encoder.encode([text]))
-        clip = self.clip
-        if clip is None and image is not None and not (text and text.strip()):
+        needs_clip = (has_text and "image:text" in wanted) or (image is not None and "image:image" in wanted)
+        clip = self.clip if needs_clip else None
+        if clip is None and image is not None and not has_text and "image:image" in wanted:
             reason = self._clip_failed or "the snapshot has no image space"
             raise ValueError(f"image queries need the image space, which cannot be searched: {reason}")
         if clip is not None:
-            if text and text.strip():
+            if has_text and "image:text" in wanted:
                 ranked["image:text"] = self._search_space("image", clip.encode_texts([text]))
-            if image is not None:
+            if image is not None and "image:image" in wanted:
                 ranked["image:image"] = self._search_space("image", clip.encode_images([_image_input(image)]))
+        if spaces is not None and not ranked:
+            reason = f" ({self._clip_failed})" if self._clip_failed else ""
+            raise ValueError(f"none of the selected ranked lists {sorted(wanted)} can be searched for this query "
+                             f"in snapshot {self.snapshot.id}{reason}")
         fused = reciprocal_rank_fusion(ranked, k=self.rrf_k)[:k]
         return [self._hydrate(f.id, f.score, f.ranks, f.similarities) for f in fused]
 
