@@ -43,11 +43,11 @@ def run_index(source: str, settings: Settings) -> dict:
     """The body of ``index_flow`` (callable inside any flow run)."""
     log = get_run_logger()
     ensure_ray(settings)
+    encoders = start_encoders(settings)  # models load in their actors while the source is listed
     found = discover_source(source, settings)
     log.info("discovered %d documents (%d refused, %d duplicate copies) in %s",
              len(found.docs), len(found.failures), len(found.duplicates), source)
 
-    encoders = start_encoders(settings)
     models = {space: ray.get(actor.describe.remote()) for space, actor in encoders.items()}
     if "image" not in models:
         models["image"] = {"skipped": "CLIP disabled by configuration (MMRAG_CLIP_MODEL=off)"}
