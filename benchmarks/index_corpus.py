@@ -1,6 +1,6 @@
 """Benchmark: index a corpus end to end with the real CLI and report throughput from its manifest.
 
-    .venv/bin/python benchmarks/index_corpus.py ../shared/data/financebench-dev/pdfs --out benchmarks/results
+    .venv/bin/python benchmarks/index_corpus.py ../shared/data/financebench-dev/pdfs --name financebench-dev
 
 Prints a table and writes ``<out>/index_<corpus>.json``. Run it on a quiet machine; compare ratios
 measured in one run, not absolute times across runs.
@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("corpus", type=Path)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    ap.add_argument("--name", help="name of the results file (default: the corpus folder's name)")
     args = ap.parse_args(argv)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"| {k:<45} | {v} |")
             print()
     args.out.mkdir(parents=True, exist_ok=True)
-    out = args.out / f"index_{args.corpus.name}.json"
+    out = args.out / f"index_{args.name or args.corpus.name}.json"
     out.write_text(json.dumps(results, indent=2))
     print(f"wrote {out}")
     return 0
