@@ -81,6 +81,7 @@ def _print_index_summary(m: dict, wall: float) -> None:
     print(f"  documents: {c['documents']} indexed ({st['documents_processed']} processed, "
           f"{st['documents_reused']} reused), pages processed: {st['pages_processed']} "
           f"({st['ocr_pages']} OCR'd)")
+    print("  since the last snapshot: " + ", ".join(f"{n} {k}" for k, n in st["changes"].items()))
     print(f"  items: {c['items']} {c['items_by_kind']}")
     for space, meta in m["spaces"].items():
         print(f"  space {space}: {meta['count']} vectors, dim {meta['dim']}")

@@ -9,10 +9,12 @@ from prefect import flow, get_run_logger
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from mmrag_core.catalog import diff_catalog
 from mmrag_core.config import Settings, load_settings
 from mmrag_core.embed import record_key
 from mmrag_core.persist import read_record
 from mmrag_core.sources import DocRef
+from mmrag_core.snapshot import read_catalog
 from mmrag_core.store import Store
 from tasks.embed import start_encoders
 from tasks.index_tasks import BatchSummary, discover_source, process_batch, publish_snapshot
@@ -47,6 +49,8 @@ def run_index(source: str, settings: Settings) -> dict:
     found = discover_source(source, settings)
     log.info("discovered %d documents (%d refused, %d duplicate copies) in %s",
              len(found.docs), len(found.failures), len(found.duplicates), source)
+    changes = diff_catalog(read_catalog(Store(settings.store)), found.docs)
+    log.info("since the last snapshot: %s", ", ".join(f"{n} {k}" for k, n in changes.counts().items()))
 
     models = {space: ray.get(actor.describe.remote()) for space, actor in encoders.items()}
     if "image" not in models:
@@ -90,6 +94,8 @@ def run_index(source: str, settings: Settings) -> dict:
     processing_s = time.perf_counter() - t_proc
     stats = {
         "documents_discovered": len(found.docs),
+        "changes": changes.counts(),
+        "removed": changes.removed,
         "documents_processed": len(todo),
         "documents_reused": reused,
         "duplicates": found.duplicates,

@@ -13,7 +13,8 @@ _NOT_PUBLISHED = {"image_png"} | {f"vec_{s}" for s in SPACES}
 
 
 def snapshot_content(
-    records: list[DocRecord], failures: list[Failure], models: dict, source: str, stats: dict
+    records: list[DocRecord], failures: list[Failure], models: dict, source: str, stats: dict,
+    catalog: pa.Table | None = None,
 ) -> SnapshotContent:
     """Concatenate records into one metadata table and build an exact index per space with vectors."""
     tables = [r.table.select([c for c in r.table.column_names if c not in _NOT_PUBLISHED]) for r in records]
@@ -28,7 +29,7 @@ def snapshot_content(
             indexes[space] = build_exact_index(ids, vecs)
     all_failures = failures + [f for r in records for f in r.failures]
     return SnapshotContent(items.replace_schema_metadata(None), failures_to_table(all_failures), indexes,
-                           models, source, stats)
+                           models, source, stats, catalog)
 
 
 def _empty_items() -> pa.Table:

@@ -56,6 +56,7 @@ class SnapshotContent:
     models: dict  # space -> model description (or {"skipped": reason})
     source: str
     stats: dict
+    catalog: pa.Table | None = None  # uri, sha256, size of every listed document
 
 
 def publish(store: Store, content: SnapshotContent, snapshot_id: str | None = None) -> dict:
@@ -71,6 +72,8 @@ def publish(store: Store, content: SnapshotContent, snapshot_id: str | None = No
         files: dict[str, dict] = {}
         pq.write_table(content.items, tmp / "items.parquet", compression="zstd")
         pq.write_table(content.failures, tmp / "failures.parquet", compression="zstd")
+        if content.catalog is not None:
+            pq.write_table(content.catalog, tmp / "catalog.parquet", compression="zstd")
         spaces: dict[str, dict] = {}
         for space, index in content.indexes.items():
             name = f"{space}.faiss"
@@ -147,6 +150,16 @@ def read_manifest(store: Store, snapshot_id: str | None = None) -> dict:
     if not path.is_file():
         raise SnapshotError(f"snapshot {snapshot_id} not found in store {store.root}")
     return json.loads(path.read_text())
+
+
+def read_catalog(store: Store, snapshot_id: str | None = None) -> pa.Table | None:
+    """The catalog of ``snapshot_id`` (default: LATEST); None when nothing is published or the
+    snapshot predates catalogs."""
+    snapshot_id = snapshot_id or store.latest_id()
+    if snapshot_id is None:
+        return None
+    path = store.snapshot_dir(snapshot_id) / "catalog.parquet"
+    return pq.read_table(path) if path.is_file() else None
 
 
 def open_snapshot(store: Store, snapshot_id: str | None = None, verify_files: bool = True) -> Snapshot:

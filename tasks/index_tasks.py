@@ -10,6 +10,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from mmrag_core.build import snapshot_content
+from mmrag_core.catalog import catalog_table
 from mmrag_core.config import Settings
 from mmrag_core.embed import image_inputs, text_inputs
 from mmrag_core.items import Failure
@@ -99,7 +100,7 @@ def publish_snapshot(
             records.append(rec)
     if not any(r.table.num_rows for r in records):
         raise NothingToPublish(source, failures + [f for r in records for f in r.failures])
-    content = snapshot_content(records, failures, models, source, stats)
+    content = snapshot_content(records, failures, models, source, stats, catalog_table(docs))
     return publish(store, content)
 
 

@@ -91,7 +91,7 @@ def test_snapshot_is_published_and_latest(run: dict) -> None:
     assert m["models"]["text"]["name"] == "all-MiniLM-L6-v2" and m["models"]["text"]["weights_sha256"]
     assert m["models"]["image"]["weights_sha256"], "the tiny CLIP's checksum is recorded"
     assert m["counts"]["documents"] == len(GOOD)
-    for name in ("items.parquet", "failures.parquet", "text.faiss", "image.faiss"):
+    for name in ("items.parquet", "failures.parquet", "catalog.parquet", "text.faiss", "image.faiss"):
         assert name in m["files"]
 
 
@@ -153,6 +153,8 @@ def test_rerun_reuses_persisted_documents(run: dict) -> None:
     discovered = len(GOOD) + len(BAD) - 1  # the .docx is refused by the listing, not extracted
     assert second["stats"]["documents_reused"] == discovered, "bad files are remembered, not retried"
     assert second["stats"]["documents_processed"] == 0
+    assert run["manifest"]["stats"]["changes"]["added"] == discovered
+    assert second["stats"]["changes"] == {"added": 0, "changed": 0, "removed": 0, "unchanged": discovered}
     assert second["counts"]["failures"] == run["manifest"]["counts"]["failures"]
     assert second["counts"]["documents_failed"] == len(BAD)
     assert second["parent"] == run["manifest"]["id"]
