@@ -12,10 +12,8 @@ from typing import Literal
 
 import pyarrow as pa
 
+# What an item can be; which space each kind goes into is decided in ``mmrag_core.embed``.
 ItemKind = Literal["chunk", "figure", "image"]
-KINDS: tuple[str, ...] = ("chunk", "figure", "image")
-# Item kinds whose text goes into the text space; kinds with image bytes go into the image space.
-TEXT_KINDS: frozenset[str] = frozenset({"chunk", "image", "figure"})
 
 
 def item_id(doc_sha256: str, kind: str, page: int, ordinal: int) -> int:
@@ -30,7 +28,7 @@ class Item:
     for PDF pages and in pixels for image files."""
 
     id: int
-    kind: str
+    kind: ItemKind
     source_uri: str
     doc_sha256: str
     page: int
