@@ -58,6 +58,7 @@ class _EncoderActor:
         return self.encoder.encode_images(inputs)
 
 
+# num_cpus=0: a model actor holds no CPU slot, so extraction tasks keep every core while it idles.
 EncoderActor = ray.remote(num_cpus=0)(_EncoderActor)
 
 
@@ -65,4 +66,4 @@ def start_encoders(settings: Settings) -> dict[str, "ray.actor.ActorHandle"]:
     """One actor per space (``text`` always; ``image`` when CLIP is enabled)."""
     spaces = ["text"] + (["image"] if settings.clip_enabled else [])
     gpu = 1 if settings.device.startswith("cuda") else 0
-    return {s: EncoderActor.options(num_gpus=gpu, name=None).remote(s, settings) for s in spaces}
+    return {s: EncoderActor.options(num_gpus=gpu).remote(s, settings) for s in spaces}
