@@ -1,0 +1,99 @@
+"""Tombstones: ids of removed or changed items, filtered INSIDE the FAISS search, and dropped by compaction.
+
+Filtering inside the search (an id selector passed as search parameters) means FAISS skips tombstoned
+entries while it collects the top k, so k live results come back even when every one of the best hits is
+tombstoned; filtering after truncation would return fewer, or none.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from mmrag_core.codec import ivf_of
+from mmrag_core.shards import RefineStore, merge_shards
+
+
+def as_tombstones(*id_arrays: np.ndarray) -> np.ndarray:
+    """The sorted, unique int64 union of tombstone id arrays (the stored form)."""
+    arrays = [np.asarray(a, dtype=np.int64).ravel() for a in id_arrays]
+    return np.unique(np.concatenate(arrays)) if arrays else np.empty(0, dtype=np.int64)
+
+
+def save_tombstones(path: Path | str, ids: np.ndarray) -> Path:
+    path = Path(path)
+    np.save(path, as_tombstones(ids))
+    return path
+
+
+def load_tombstones(path: Path | str) -> np.ndarray:
+    return np.load(path)
+
+
+class Exclusion:
+    """A reusable 'id not in these' selector. Build it once per snapshot: hashing 100k ids takes ms."""
+
+    def __init__(self, ids: np.ndarray):
+        self.ids = as_tombstones(ids)
+        self._batch = faiss.IDSelectorBatch(self.ids)  # referenced here: FAISS holds raw pointers
+        self.selector = faiss.IDSelectorNot(self._batch)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def search_params(index: faiss.Index, nprobe: int | None = None,
+                  exclusion: Exclusion | None = None) -> faiss.SearchParameters | None:
+    """Per-call search parameters for ``index``: nprobe and the exclusion selector.
+
+    SearchParametersIVF defaults to nprobe=1, NOT the index's nprobe, so it is always set explicitly;
+    OPQ-wrapped indexes need the IVF parameters inside SearchParametersPreTransform.
+    """
+    sel = exclusion.selector if exclusion is not None and len(exclusion) else None
+    ivf = ivf_of(index)
+    if ivf is None:
+        return faiss.SearchParameters(sel=sel) if sel is not None else None
+    params = faiss.SearchParametersIVF(nprobe=int(nprobe or ivf.nprobe))
+    if sel is not None:
+        params.sel = sel
+    if isinstance(index, faiss.IndexPreTransform):
+        outer = faiss.SearchParametersPreTransform(index_params=params)
+        outer.referenced_objects = [params]  # FAISS keeps a raw pointer; keep the Python object alive
+        return outer
+    return params
+
+
+def search_index(
+    index: faiss.Index,
+    queries: np.ndarray,
+    k: int,
+    nprobe: int | None = None,
+    exclude_ids: np.ndarray | Exclusion | None = None,
+    refine: RefineStore | None = None,
+    k_factor: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` (scores, ids) per query, tombstones excluded inside the search; -1 ids pad short rows.
+
+    With ``refine``, the index returns ``k * k_factor`` candidates (``refine.k_factor`` by default)
+    and they are re-ranked by exact scores on the stored float16 vectors.
+    """
+    q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+    exclusion = exclude_ids if isinstance(exclude_ids, Exclusion) or exclude_ids is None else Exclusion(exclude_ids)
+    params = search_params(index, nprobe, exclusion)
+    n_candidates = k * (k_factor or refine.k_factor) if refine is not None else k
+    scores, ids = index.search(q, n_candidates, params=params)
+    if refine is not None:
+        return refine.rescore(q, ids, k)
+    return scores, ids
+
+
+def compact(shards: Sequence[faiss.Index], tombstones: np.ndarray, codec_bytes: bytes | None = None) -> faiss.Index:
+    """One index of every shard's live vectors, tombstoned ids dropped while the lists are copied.
+
+    Identical to a fresh build over the live vectors (same order, same codes): no ``remove_ids`` on
+    fast-scan block lists, no re-encoding. The refine files may keep the dead rows: they are never looked
+    up, and are rewritten when the shards are re-encoded.
+    """
+    return merge_shards(shards, codec_bytes=codec_bytes, drop_ids=as_tombstones(tombstones))
