@@ -14,25 +14,10 @@ from mmrag_core.codec import choose_codec, train_codec
 from mmrag_core.shards import (RefineStore, encode_shard, merge_shards, read_shard, refine_paths, write_refine,
                                write_shard)
 from mmrag_core.tombstones import Exclusion, as_tombstones, compact, load_tombstones, save_tombstones, search_index
+from tests.vectors import DIM, clustered, one_thread  # noqa: F401 - one_thread is an autouse fixture
 
-DIM = 64
 N = 12_000
 FACTORIES = ["Flat", "IVF32,PQ8", "IVF32,PQ16x4", "IVF32,PQ32x4fs", "OPQ8,IVF32,PQ16x4fsr"]
-
-
-def clustered(n: int, dim: int = DIM, seed: int = 0, n_clusters: int = 100, noise: float = 0.5) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((n_clusters, dim)).astype(np.float32)
-    x = centres[rng.integers(0, n_clusters, n)] + noise * rng.standard_normal((n, dim)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(old)
 
 
 @pytest.fixture(scope="module")
