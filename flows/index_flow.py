@@ -12,7 +12,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from mmrag_core.catalog import diff_catalog
 from mmrag_core.config import Settings, load_settings
 from mmrag_core.embed import record_key
-from mmrag_core.persist import read_record
+from mmrag_core.persist import stored_record_key
 from mmrag_core.sources import DocRef
 from mmrag_core.snapshot import read_catalog
 from mmrag_core.store import Store
@@ -22,7 +22,7 @@ from tasks.ray_runtime import cluster_cpus, ensure_ray
 
 
 def _batches(docs: list[DocRef], size: int) -> list[list[DocRef]]:
-    """Batches of at most ``size`` docs, big documents alone so no batch holds a whole corpus' pages."""
+    """Batches of at most ``size`` docs, largest first, so the longest tasks start early."""
     ordered = sorted(docs, key=lambda d: -d.size)
     return [ordered[i : i + size] for i in range(0, len(ordered), size)]
 
@@ -63,8 +63,7 @@ def run_index(source: str, settings: Settings) -> dict:
     store = Store(settings.store)
     todo, reused = [], 0
     for d in found.docs:
-        rec = read_record(store, d.sha256)
-        if rec is not None and rec.record_key == key:
+        if stored_record_key(store, d.sha256) == key:
             reused += 1
         else:
             todo.append(d)
@@ -74,20 +73,14 @@ def run_index(source: str, settings: Settings) -> dict:
     batches = _batches(todo, batch_docs)
     futures = [process_batch.submit(n, b, settings, encoders, key, image_live) for n, b in enumerate(batches)]
     total = BatchSummary()
-    done_docs = 0
     t_proc = time.perf_counter()
     for fut in as_completed(futures):
         s: BatchSummary = fut.result()
-        done_docs += s.docs
-        for name in ("pages", "ocr_pages", "items"):
-            setattr(total, name, getattr(total, name) + getattr(s, name))
-        for name in ("seconds_extract", "seconds_embed", "seconds_ocr"):
-            setattr(total, name, getattr(total, name) + getattr(s, name))
-        total.failures.extend(s.failures)
+        total.add(s)
         elapsed = time.perf_counter() - t_proc
         log.info("[%d/%d docs] %d pages (%.1f pages/s), %d items, %d failures, ETA %s",
-                 done_docs, len(todo), total.pages, total.pages / max(elapsed, 1e-9), total.items,
-                 len(total.failures), _eta(done_docs, len(todo), elapsed))
+                 total.docs, len(todo), total.pages, total.pages / max(elapsed, 1e-9), total.items,
+                 len(total.failures), _eta(total.docs, len(todo), elapsed))
     for actor in encoders.values():
         ray.kill(actor)
 

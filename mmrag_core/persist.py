@@ -98,6 +98,19 @@ def read_record(store: Store, doc_sha256: str) -> DocRecord | None:
     )
 
 
+def stored_record_key(store: Store, doc_sha256: str) -> str | None:
+    """The key of a document's persisted record, read from the Parquet footer alone (no rows), or
+    None when there is no readable record: deciding what to reuse must not load every vector."""
+    path = store.doc_path(doc_sha256)
+    if not path.is_file():
+        return None
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowInvalid):
+        return None
+    return meta.get(b"mmrag.record_key", b"").decode()
+
+
 def space_vectors(table: pa.Table, space: str) -> tuple[np.ndarray, np.ndarray | None]:
     """(ids, vectors) of the rows that have a vector in ``space``."""
     col = table.column(f"vec_{space}")

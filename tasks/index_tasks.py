@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import ray
@@ -33,6 +33,12 @@ class BatchSummary:
     seconds_embed: float = 0.0
     seconds_ocr: float = 0.0
     failures: list[Failure] = field(default_factory=list)
+
+    def add(self, other: "BatchSummary") -> None:
+        """Accumulate another batch's counts, times and failures into this one."""
+        for f in fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            setattr(self, f.name, mine + theirs)
 
 
 @task(name="discover", cache_policy=NO_CACHE)

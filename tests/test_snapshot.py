@@ -16,7 +16,7 @@ import mmrag_core.store as store_mod
 from mmrag_core.build import snapshot_content
 from mmrag_core.index import build_exact_index, read_index, search, write_index
 from mmrag_core.items import Failure, Item, item_id
-from mmrag_core.persist import build_record, read_record, space_vectors, write_record
+from mmrag_core.persist import build_record, read_record, space_vectors, stored_record_key, write_record
 from mmrag_core.snapshot import (
     MANIFEST,
     SnapshotError,
@@ -410,3 +410,12 @@ def test_items_table_has_schema_types(store: Store, rng: np.random.Generator) ->
     assert schema.field("id").type == pa.int64()
     assert schema.field("page").type == pa.int32()
     assert schema.metadata is None  # record metadata (failures, stats) is not copied into the snapshot
+
+
+def test_stored_record_key_reads_the_footer_only(store: Store, rng: np.random.Generator) -> None:
+    doc = make_doc(rng, "k.pdf")
+    assert stored_record_key(store, doc["sha"]) is None
+    write_record(store, build_record(doc["sha"], doc["uri"], doc["items"], doc["vectors"], [], "key-7", {}))
+    assert stored_record_key(store, doc["sha"]) == "key-7"
+    store.doc_path(doc["sha"]).write_bytes(b"not parquet")
+    assert stored_record_key(store, doc["sha"]) is None
