@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from mmrag_core.config import Settings, load_settings
+from mmrag_core.snapshot import NothingToPublish, SnapshotError
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -29,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clip-pretrained", help="open_clip tag, checkpoint path or 'none' (MMRAG_CLIP_PRETRAINED)")
     p.add_argument("--ocr-lang", help="tesseract language(s), e.g. eng+deu")
     p.add_argument("--num-cpus", type=int, help="CPUs for the local Ray")
-    p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    p.add_argument("--retrain", action="store_true",
+                   help="train new codecs on the whole corpus and encode every document again")
+    p.add_argument("--json", action="store_true", help="print the run report (with the manifest) as JSON")
 
     q = sub.add_parser("query", help="query the latest (or a pinned) snapshot")
     q.add_argument("text", nargs="?", default=None, help="query text")
@@ -48,8 +51,25 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", metavar="PATH", help="write the rows (and per-query rankings) as JSON")
     e.add_argument("--plot", metavar="PATH", help="write a PNG of the Recall@k curves")
 
-    s = sub.add_parser("snapshots", help="list published snapshots")
-    _common(s)
+    s = sub.add_parser("snapshots", help="list, show, verify and garbage-collect snapshots")
+    ssub = s.add_subparsers(dest="action")
+    s_list = ssub.add_parser("list", help="published snapshots, oldest first (the default action)")
+    s_show = ssub.add_parser("show", help="a snapshot's manifest summary")
+    s_show.add_argument("snapshot", nargs="?", help="snapshot id (default: LATEST)")
+    s_show.add_argument("--json", action="store_true", help="print the whole manifest")
+    s_verify = ssub.add_parser("verify", help="check every file of a snapshot against its sha256")
+    s_verify.add_argument("snapshot", nargs="?", help="snapshot id (default: LATEST)")
+    s_verify.add_argument("--all", action="store_true", help="verify every published snapshot")
+    s_gc = ssub.add_parser("gc", help="delete snapshots outside the retention rule and unreferenced files")
+    s_gc.add_argument("--keep-last", type=int, help="keep the newest N snapshots (settings.keep_last)")
+    s_gc.add_argument("--keep-days", type=float, help="keep snapshots younger than D days (settings.keep_days)")
+    s_gc.add_argument("--grace-seconds", type=float, help="leave unreferenced files younger than this")
+    s_gc.add_argument("--dry-run", action="store_true", help="say what would be deleted, delete nothing")
+    for sp in (s, s_list, s_show, s_verify, s_gc):
+        _common(sp)
+
+    k = sub.add_parser("compact", help="rewrite LATEST's shards without tombstones as a new snapshot")
+    _common(k)
 
     c = sub.add_parser("config", help="print the effective settings")
     _common(c)
@@ -66,25 +86,30 @@ def cmd_index(args: argparse.Namespace) -> int:
     settings = _settings(args, clip_model=args.clip_model, clip_pretrained=args.clip_pretrained,
                          ocr_lang=args.ocr_lang, num_cpus=args.num_cpus)
     t0 = time.perf_counter()
-    manifest = index_flow(args.source, settings.store, settings.model_dump(exclude_defaults=True))
+    report = index_flow(args.source, settings.store, settings.model_dump(exclude_defaults=True), args.retrain)
     wall = time.perf_counter() - t0
     if args.json:
-        print(json.dumps(manifest, indent=2))
+        print(json.dumps({**report, "seconds_wall": round(wall, 3)}, indent=2))
+    elif report["published"]:
+        _print_index_summary(report["manifest"], wall)
     else:
-        _print_index_summary(manifest, wall)
-    return 1 if args.strict and manifest["failures"] else 0
+        print(f"\nnothing changed since snapshot {report['snapshot']} (LATEST unchanged); checked in {wall:.1f} s")
+    return 1 if args.strict and report["manifest"]["failures"] else 0
 
 
 def _print_index_summary(m: dict, wall: float) -> None:
     c, st = m["counts"], m["stats"]
-    print(f"\nsnapshot {m['id']} published in {wall:.1f} s")
+    print(f"\nsnapshot {m['id']} published in {wall:.1f} s"
+          + (f" (full rebuild: {st['full_rebuild']})" if st.get("full_rebuild") else ""))
     print(f"  documents: {c['documents']} indexed ({st['documents_processed']} processed, "
           f"{st['documents_reused']} reused), pages processed: {st['pages_processed']} "
           f"({st['ocr_pages']} OCR'd)")
     print("  since the last snapshot: " + ", ".join(f"{n} {k}" for k, n in st["changes"].items()))
     print(f"  items: {c['items']} {c['items_by_kind']}")
     for space, meta in m["spaces"].items():
-        print(f"  space {space}: {meta['count']} vectors, dim {meta['dim']}")
+        print("  " + _space_line(space, meta))
+    if m.get("compacted"):
+        print(f"  compacted: {m['compacted']}")
     if "skipped" in m["models"].get("image", {}):
         print(f"  space image: SKIPPED - {m['models']['image']['skipped']}")
     if m["failures"]:
@@ -97,13 +122,13 @@ def _print_index_summary(m: dict, wall: float) -> None:
 def cmd_query(args: argparse.Namespace) -> int:
     from mmrag_core.query import QueryEngine
     from mmrag_core.snapshot import open_snapshot
-    from mmrag_core.store import Store
+    from mmrag_core.store import open_store
 
     settings = _settings(args)
     if not args.text and not args.image:
         print("mmrag query: give query text, --image PATH, or both", file=sys.stderr)
         return 2
-    snap = open_snapshot(Store(settings.store), args.snapshot)
+    snap = open_snapshot(open_store(settings), args.snapshot)
     engine = QueryEngine(snap, settings.device, settings.rrf_k, settings.search_depth)
     hits = engine.search(args.text, args.image, args.k or settings.k)
     if args.json:
@@ -122,12 +147,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from mmrag_core import evaluation
     from mmrag_core.query import QueryEngine
     from mmrag_core.snapshot import open_snapshot
-    from mmrag_core.store import Store
+    from mmrag_core.store import open_store
 
     settings = _settings(args)
     systems = [s.strip() for s in args.systems.split(",") if s.strip()] if args.systems else None
     queries, qrels = evaluation.load_queries(args.queries), evaluation.load_qrels(args.qrels)
-    snap = open_snapshot(Store(settings.store), args.snapshot)
+    snap = open_snapshot(open_store(settings), args.snapshot)
     engine = QueryEngine(snap, settings.device, settings.rrf_k, settings.search_depth)
     result = evaluation.evaluate(engine, queries, qrels, systems)
     print(f"snapshot {result.snapshot} - {result.queries} queries, {result.level}-level qrels (pages are 0-based)\n")
@@ -141,17 +166,74 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_snapshots(args: argparse.Namespace) -> int:
-    from mmrag_core.snapshot import read_manifest
-    from mmrag_core.store import Store
+def _space_line(space: str, meta: dict) -> str:
+    recall = f", recall@10 {meta['recall_at_10']:.3f}" if meta.get("recall_at_10") is not None else ""
+    nprobe = f", nprobe {meta['nprobe']}" if meta.get("nprobe") else ""
+    line = (f"space {space}: {meta['count']} vectors (dim {meta['dim']}, {meta['index_type']}{nprobe}{recall}), "
+            f"{len(meta['shards'])} shard(s), {meta['tombstoned']} tombstoned")
+    if meta.get("retrain_recommended"):
+        line += f"; RETRAIN RECOMMENDED ({meta['retrain_reason']}): mmrag index SOURCE --retrain"
+    return line
 
-    store = Store(_settings(args).store)
+
+def cmd_snapshots(args: argparse.Namespace) -> int:
+    from mmrag_core.snapshot import read_manifest, verify
+    from mmrag_core.store import open_store
+
+    settings = _settings(args)
+    store = open_store(settings)
+    action = args.action or "list"
     latest = store.latest_id()
-    for sid in store.list_snapshots():
-        m = read_manifest(store, sid)
-        mark = " (LATEST)" if sid == latest else ""
-        print(f"{sid}{mark}  items={m['counts']['items']} docs={m['counts']['documents']} "
-              f"failures={m['counts']['failures']}")
+    if action == "list":
+        for sid in store.list_snapshots():
+            m = read_manifest(store, sid)
+            mark = " (LATEST)" if sid == latest else ""
+            print(f"{sid}{mark}  parent={m['parent']} items={m['counts']['items']} docs={m['counts']['documents']} "
+                  f"failures={m['counts']['failures']} tombstones={m['tombstones']}")
+        return 0
+    if action == "show":
+        m = read_manifest(store, args.snapshot)
+        if args.json:
+            print(json.dumps(m, indent=2))
+            return 0
+        print(f"snapshot {m['id']}{' (LATEST)' if m['id'] == latest else ''}, parent {m['parent']}, "
+              f"created {m['created_at']}\n  source: {m['source']}\n  counts: {m['counts']}")
+        for space, meta in m["spaces"].items():
+            print("  " + _space_line(space, meta))
+        print(f"  files: {len(m['files'])}, {sum(f['bytes'] for f in m['files'].values())} bytes")
+        return 0
+    if action == "verify":
+        ids = store.list_snapshots() if args.all else [args.snapshot or latest]
+        bad = 0
+        for sid in ids:
+            try:
+                verify(store, read_manifest(store, sid))
+                print(f"{sid}: ok")
+            except SnapshotError as e:
+                bad += 1
+                print(f"{sid}: FAILED - {e}")
+        return 1 if bad else 0
+    from mmrag_core.retention import plan_gc, run_gc
+
+    keep_last = args.keep_last if args.keep_last is not None else settings.keep_last
+    keep_days = args.keep_days if args.keep_days is not None else settings.keep_days
+    grace = args.grace_seconds if args.grace_seconds is not None else settings.gc_grace_seconds
+    plan = plan_gc(store, keep_last, keep_days, grace)
+    verb = "would delete" if args.dry_run else "deleted"
+    deleted = len(plan.delete) if args.dry_run else run_gc(store, plan)
+    print(f"kept {len(plan.kept)} snapshot(s); {verb} {len(plan.dropped_snapshots)} snapshot(s) and {deleted} "
+          f"object(s), {plan.bytes} bytes; {len(plan.young)} unreferenced unit(s) left within the grace period")
+    return 0
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    from flows.index_flow import compact_flow
+
+    settings = _settings(args)
+    m = compact_flow(settings.store, settings.model_dump(exclude_defaults=True))
+    print(f"snapshot {m['id']} published (compaction of {m['parent']})")
+    for space, meta in m["spaces"].items():
+        print("  " + _space_line(space, meta))
     return 0
 
 
@@ -165,8 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
     handler = {"index": cmd_index, "query": cmd_query, "eval": cmd_eval, "snapshots": cmd_snapshots,
-               "config": cmd_config}[args.command]
-    from mmrag_core.snapshot import NothingToPublish, SnapshotError
+               "compact": cmd_compact, "config": cmd_config}[args.command]
 
     try:
         return handler(args)

@@ -1,4 +1,5 @@
-"""The indexing flow: discover -> (extract -> embed -> persist) per batch on Ray -> publish a snapshot."""
+"""The indexing flows: discover -> diff with LATEST -> (extract -> embed -> persist) the new documents on
+Ray -> encode them into shards, tombstone what left -> publish a snapshot. And compaction."""
 from __future__ import annotations
 
 import time
@@ -9,16 +10,18 @@ from prefect import flow, get_run_logger
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from mmrag_core.catalog import diff_catalog
+from mmrag_core.catalog import CatalogDiff, diff_catalog
 from mmrag_core.config import Settings, load_settings
-from mmrag_core.embed import record_key
+from mmrag_core.embed import config_key, record_key
+from mmrag_core.items import Failure
 from mmrag_core.persist import stored_record_key
+from mmrag_core.publishing import IndexRequest
+from mmrag_core.snapshot import SnapshotError, read_latest_manifest, read_table
 from mmrag_core.sources import DocRef
-from mmrag_core.snapshot import read_catalog
-from mmrag_core.store import Store
+from mmrag_core.store import open_store
 from tasks.embed import start_encoders
-from tasks.index_tasks import BatchSummary, discover_source, process_batch, publish_snapshot
-from tasks.ray_runtime import cluster_cpus, ensure_ray
+from tasks.index_tasks import BatchSummary, compact_snapshot, discover_source, index_snapshot, process_batch
+from tasks.ray_runtime import ensure_ray
 
 
 def _batches(docs: list[DocRef], size: int) -> list[list[DocRef]]:
@@ -35,75 +38,128 @@ def _eta(done: int, total: int, elapsed: float) -> str:
 
 
 @flow(name="index", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=True)
-def index_flow(source: str, store: str | None = None, overrides: dict[str, Any] | None = None) -> dict:
-    """Index ``source`` into ``store`` and publish a snapshot; returns its manifest."""
+def index_flow(source: str, store: str | None = None, overrides: dict[str, Any] | None = None,
+               retrain: bool = False) -> dict:
+    """Index ``source`` into ``store`` incrementally and publish a snapshot; returns the run report."""
     settings = load_settings(**{**(overrides or {}), **({"store": store} if store else {})})
-    return run_index(source, settings)
+    return run_index(source, settings, retrain)
 
 
-def run_index(source: str, settings: Settings) -> dict:
-    """The body of ``index_flow`` (callable inside any flow run)."""
+def _fresh_reason(parent: dict | None, settings: Settings, retrain: bool) -> str | None:
+    """Why this run must train new codecs and encode every document again, or None."""
+    if retrain:
+        return "retrain requested"
+    if parent is None:
+        return "first snapshot of this store"
+    if parent.get("config_key") != config_key(settings):
+        return "model or extraction settings changed since the last snapshot"
+    return None
+
+
+def run_index(source: str, settings: Settings, retrain: bool = False) -> dict:
+    """The body of ``index_flow`` (callable inside any flow run). Returns ``{"published", "snapshot",
+    "manifest", "changes", ...}``; nothing is published when nothing changed since LATEST."""
     log = get_run_logger()
-    ensure_ray(settings)
-    encoders = start_encoders(settings)  # models load in their actors while the source is listed
+    store = open_store(settings)
+    t_start = time.perf_counter()
     found = discover_source(source, settings)
     log.info("discovered %d documents (%d refused, %d duplicate copies) in %s",
              len(found.docs), len(found.failures), len(found.duplicates), source)
-    changes = diff_catalog(read_catalog(Store(settings.store)), found.docs)
-    log.info("since the last snapshot: %s", ", ".join(f"{n} {k}" for k, n in changes.counts().items()))
+    parent = read_latest_manifest(store)
+    catalog = read_table(store, parent, "catalog.parquet") if parent else None
+    changes = diff_catalog(catalog, found.docs)
+    fresh = _fresh_reason(parent, settings, retrain)
+    log.info("since the last snapshot: %s%s", ", ".join(f"{n} {k}" for k, n in changes.counts().items()),
+             f"; full rebuild: {fresh}" if fresh else "")
+    known = set() if fresh or catalog is None else set(catalog.column("sha256").to_pylist())
+    candidates = [d for d in found.docs if d.sha256 not in known]
+    seconds_discover = time.perf_counter() - t_start
 
-    models = {space: ray.get(actor.describe.remote()) for space, actor in encoders.items()}
-    if "image" not in models:
-        models["image"] = {"skipped": "CLIP disabled by configuration (MMRAG_CLIP_MODEL=off)"}
-    image_live = "skipped" not in models["image"]
-    if not image_live:
-        log.warning("image space SKIPPED: %s", models["image"]["skipped"])
-    key = record_key(models, settings)
+    if not fresh and not candidates and _same_listing(changes, found.failures, parent):
+        log.info("nothing changed since snapshot %s; LATEST stays", parent["id"])
+        return {"published": False, "snapshot": parent["id"], "manifest": parent, "changes": changes.counts(),
+                "seconds_discover": round(seconds_discover, 3)}
 
-    store = Store(settings.store)
-    todo, reused = [], 0
-    for d in found.docs:
-        if stored_record_key(store, d.sha256) == key:
-            reused += 1
-        else:
-            todo.append(d)
-    log.info("%d documents to process, %d reused from earlier runs", len(todo), reused)
-
-    batch_docs = max(1, settings.extract_batch_docs)
-    batches = _batches(todo, batch_docs)
-    futures = [process_batch.submit(n, b, settings, encoders, key, image_live) for n, b in enumerate(batches)]
-    total = BatchSummary()
+    models, key = (parent["models"], parent["record_key"]) if parent else ({}, "")
+    total, todo, reused = BatchSummary(), [], 0
     t_proc = time.perf_counter()
-    for fut in as_completed(futures):
-        s: BatchSummary = fut.result()
-        total.add(s)
-        elapsed = time.perf_counter() - t_proc
-        log.info("[%d/%d docs] %d pages (%.1f pages/s), %d items, %d failures, ETA %s",
-                 total.docs, len(todo), total.pages, total.pages / max(elapsed, 1e-9), total.items,
-                 len(total.failures), _eta(total.docs, len(todo), elapsed))
-    for actor in encoders.values():
-        ray.kill(actor)
+    if candidates:
+        ensure_ray(settings)
+        encoders = start_encoders(settings)
+        models = {space: ray.get(actor.describe.remote()) for space, actor in encoders.items()}
+        if "image" not in models:
+            models["image"] = {"skipped": "CLIP disabled by configuration (MMRAG_CLIP_MODEL=off)"}
+        image_live = "skipped" not in models["image"]
+        if not image_live:
+            log.warning("image space SKIPPED: %s", models["image"]["skipped"])
+        key = record_key(models, settings)
+        if parent and not fresh and key != parent.get("record_key"):
+            fresh, candidates = "model weights changed since the last snapshot", found.docs
+            log.info("full rebuild: %s", fresh)
+        todo = [d for d in candidates if stored_record_key(store, d.sha256) != key]
+        reused = len(candidates) - len(todo)
+        log.info("%d documents to process, %d reused from earlier (possibly interrupted) runs", len(todo), reused)
+        total = _process(todo, settings, encoders, key, image_live, log)
+        for actor in encoders.values():
+            ray.kill(actor)
 
-    processing_s = time.perf_counter() - t_proc
     stats = {
         "documents_discovered": len(found.docs),
         "changes": changes.counts(),
         "removed": changes.removed,
+        "full_rebuild": fresh,
         "documents_processed": len(todo),
         "documents_reused": reused,
         "duplicates": found.duplicates,
         "pages_processed": total.pages,
         "ocr_pages": total.ocr_pages,
         "items_processed": total.items,
-        "seconds_processing": round(processing_s, 3),
+        "seconds_discover": round(seconds_discover, 3),
+        "seconds_processing": round(time.perf_counter() - t_proc, 3),
         "seconds_extract_tasks": round(total.seconds_extract, 3),
         "seconds_ocr": round(total.seconds_ocr, 3),
         "seconds_embed_calls": round(total.seconds_embed, 3),
-        "ray_cpus": cluster_cpus(),
     }
-    # Failures of documents travel in their records; only the listing's own refusals are added here.
-    manifest = publish_snapshot(settings, found.docs, found.failures, models, source, stats)
-    log.info("published snapshot %s: %d items from %d documents, %d failures",
+    request = IndexRequest(found.docs, found.failures, models, key, config_key(settings), source, stats, bool(fresh))
+    manifest = index_snapshot(settings, request, parent)
+    log.info("published snapshot %s: %d items from %d documents, %d failures, %d tombstones",
              manifest["id"], manifest["counts"]["items"], manifest["counts"]["documents"],
-             manifest["counts"]["failures"])
+             manifest["counts"]["failures"], manifest["tombstones"])
+    return {"published": True, "snapshot": manifest["id"], "manifest": manifest, "changes": changes.counts()}
+
+
+def _same_listing(changes: CatalogDiff, refusals: list[Failure], parent: dict | None) -> bool:
+    """True when the listing matches the parent's: no document added, changed or removed, and the same
+    files refused at discovery."""
+    if parent is None or changes.added or changes.changed or changes.removed:
+        return False
+    before = {(f["source_uri"], f["reason"]) for f in parent["failures"] if f["stage"] == "discover"}
+    return before == {(f.source_uri, f.reason) for f in refusals}
+
+
+def _process(todo: list[DocRef], settings: Settings, encoders: dict, key: str, image_live: bool,
+             log: Any) -> BatchSummary:
+    """Extract, embed and persist ``todo`` in batches on Ray; each document's record is its own marker."""
+    batches = _batches(todo, max(1, settings.extract_batch_docs))
+    futures = [process_batch.submit(n, b, settings, encoders, key, image_live) for n, b in enumerate(batches)]
+    total = BatchSummary()
+    t0 = time.perf_counter()
+    for fut in as_completed(futures):
+        total.add(fut.result())
+        elapsed = time.perf_counter() - t0
+        log.info("[%d/%d docs] %d pages (%.1f pages/s), %d items, %d failures, ETA %s",
+                 total.docs, len(todo), total.pages, total.pages / max(elapsed, 1e-9), total.items,
+                 len(total.failures), _eta(total.docs, len(todo), elapsed))
+    return total
+
+
+@flow(name="compact", log_prints=True)
+def compact_flow(store: str | None = None, overrides: dict[str, Any] | None = None) -> dict:
+    """Rewrite LATEST's shards without tombstones and publish the result as a new snapshot."""
+    settings = load_settings(**{**(overrides or {}), **({"store": store} if store else {})})
+    parent = read_latest_manifest(open_store(settings))
+    if parent is None:
+        raise SnapshotError(f"no snapshot published in store {settings.store}; nothing to compact")
+    manifest = compact_snapshot(settings, parent)
+    get_run_logger().info("published compacted snapshot %s (from %s)", manifest["id"], parent["id"])
     return manifest

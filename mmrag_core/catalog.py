@@ -9,13 +9,16 @@ import pyarrow as pa
 
 from mmrag_core.sources import DocRef
 
-CATALOG_SCHEMA = pa.schema([("uri", pa.string()), ("sha256", pa.string()), ("size", pa.int64())])
+# id_start/id_count: the document's items hold the index ids [id_start, id_start + id_count), allocated
+# when the document was first indexed; vectors_<space>: how many of them have a vector in that space.
+CATALOG_SCHEMA = pa.schema([("uri", pa.string()), ("sha256", pa.string()), ("size", pa.int64()),
+                            ("id_start", pa.int64()), ("id_count", pa.int64()),
+                            ("vectors_text", pa.int64()), ("vectors_image", pa.int64())])
 
 
-def catalog_table(docs: list[DocRef]) -> pa.Table:
-    """The catalog of a listing, one row per document."""
-    return pa.Table.from_pylist([{"uri": d.uri, "sha256": d.sha256, "size": d.size} for d in docs],
-                                schema=CATALOG_SCHEMA)
+def catalog_table(rows: list[dict]) -> pa.Table:
+    """The catalog of a snapshot, one row per document (missing id columns are null)."""
+    return pa.Table.from_pylist(rows, schema=CATALOG_SCHEMA)
 
 
 @dataclass

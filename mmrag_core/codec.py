@@ -269,7 +269,7 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
 
 
 def _probe_grid(nlist: int, max_nprobe: int) -> list[int]:
-    return [p for p in (1 << i for i in range(0, 20)) if p <= min(nlist, max_nprobe)]
+    return [p for p in (1 << i for i in range(20)) if p <= min(nlist, max_nprobe)]
 
 
 class _Choice(NamedTuple):

@@ -21,7 +21,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MMRAG_", extra="forbid", validate_assignment=True)
 
     # --- where things live ---
-    store: str = Field("./.store", description="Store root (local folder) holding items, snapshots and LATEST.")
+    store: str = Field("./.store", description="Store root (local folder or s3://bucket/prefix) holding items, shards, snapshots and LATEST.")
+    s3_endpoint_url: str | None = Field(
+        None, description="Endpoint of an S3-compatible server for s3:// stores and sources (credentials: AWS_* env)."
+    )
+    cache_dir: str = Field("~/.cache/mmrag", description="Local cache of objects downloaded from a remote store.")
 
     # --- discovery / limits ---
     include: list[str] = Field(
@@ -75,6 +79,26 @@ class Settings(BaseSettings):
     num_cpus: int | None = Field(None, description="CPUs for a local Ray (default: all).")
     extract_batch_docs: int = Field(4, description="Documents per extraction task.")
     embed_actors: int = Field(1, description="Embedding actors per model space.")
+
+    # --- vector index ---
+    index_factory: str | None = Field(
+        None, description="FAISS factory string for new codecs (e.g. 'OPQ64,IVF4096,PQ128x4fsr'); default: chosen from size and budget."
+    )
+    memory_budget_bytes_per_vector: int = Field(100, description="RAM per vector (PQ codes + id) a chosen codec may use.")
+    exact_threshold: int = Field(50_000, description="Spaces with fewer vectors at training time get an exact (Flat) index.")
+    target_recall: float = Field(0.95, description="recall@10 vs exact search that nprobe is tuned to reach.")
+    tune_queries: int = Field(500, description="Held-out vectors used to tune nprobe and measure recall.")
+    shard_max_vectors: int = Field(200_000, description="Most vectors one shard-encoding task handles.")
+    retrain_growth_factor: float = Field(4.0, description="Recommend retraining once a space has grown this much since training.")
+    compact_max_shards: int = Field(8, description="Compact automatically when a space has more shards than this.")
+    compact_tombstone_fraction: float = Field(0.2, description="Compact automatically past this fraction of tombstoned vectors.")
+
+    # --- snapshot retention ---
+    keep_last: int = Field(5, description="Snapshots always kept by gc (newest first), besides LATEST.")
+    keep_days: float = Field(7.0, description="Snapshots younger than this many days are kept by gc.")
+    gc_grace_seconds: int = Field(
+        3600, description="Unreferenced files younger than this are left alone by gc (a run may be about to publish them)."
+    )
 
     # --- query ---
     k: int = Field(10, description="Hits returned by a query.")

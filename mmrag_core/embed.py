@@ -46,3 +46,16 @@ def record_key(models: dict, settings: Settings) -> str:
         "extraction": {name: getattr(settings, name) for name in EXTRACTION_SETTINGS},
     }
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+MODEL_SETTINGS: tuple[str, ...] = ("text_model", "clip_model", "clip_pretrained", "clip_model_config", "device")
+
+
+def config_key(settings: Settings) -> str:
+    """A digest of the settings that decide what records hold (model choices, extraction settings).
+
+    Unlike :func:`record_key` it needs no model loaded, so a run can tell without starting any model
+    whether the previous snapshot was built the same way; ``device`` is left out (it changes speed only).
+    """
+    relevant = {name: getattr(settings, name) for name in (*MODEL_SETTINGS, *EXTRACTION_SETTINGS) if name != "device"}
+    return hashlib.sha256(json.dumps({"format": RECORD_FORMAT, **relevant}, sort_keys=True).encode()).hexdigest()[:16]

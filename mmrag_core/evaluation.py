@@ -211,13 +211,13 @@ class Evaluation:
                 "recall_curves": self.curves, "notes": self.notes, "rankings": self.rankings}
 
 
-def available_systems(engine) -> list[str]:  # noqa: ANN001 - QueryEngine
+def available_systems(engine) -> list[str]:
     """The systems that can run on ``engine``'s snapshot: ``image`` only when its image space loads."""
     return [s for s in SYSTEMS if s != "image" or engine.clip is not None]
 
 
 def evaluate(
-    engine,  # noqa: ANN001 - QueryEngine
+    engine,
     queries: Mapping[str, str],
     qrels: Qrels,
     systems: Sequence[str] | None = None,

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mmrag_core.items import Failure, Item, items_to_table
-from mmrag_core.store import Store, atomic_write_parquet
+from mmrag_core.store import Store, doc_key
 
 SPACES: tuple[str, ...] = ("text", "image")
 
@@ -72,19 +72,17 @@ def write_record(store: Store, record: DocRecord) -> None:
         b"mmrag.source_uri": record.source_uri.encode(),
         b"mmrag.failures": json.dumps([asdict(f) for f in record.failures]).encode(),
         b"mmrag.stats": json.dumps(record.stats).encode(),
+        b"mmrag.counts": json.dumps(table_counts(record.table)).encode(),
     }
     table = record.table.replace_schema_metadata({**(record.table.schema.metadata or {}), **meta})
-    atomic_write_parquet(store.doc_path(record.doc_sha256), table)
+    store.write_parquet(doc_key(record.doc_sha256), table)
 
 
 def read_record(store: Store, doc_sha256: str) -> DocRecord | None:
     """The persisted record of a document, or None when there is none (or it is unreadable)."""
-    path = store.doc_path(doc_sha256)
-    if not path.is_file():
-        return None
     try:
-        table = pq.read_table(path)
-    except (OSError, pa.ArrowInvalid):
+        table = store.read_parquet(doc_key(doc_sha256))
+    except (OSError, pa.ArrowInvalid):  # FileNotFoundError is an OSError
         return None
     meta = table.schema.metadata or {}
     failures = [Failure(**f) for f in json.loads(meta.get(b"mmrag.failures", b"[]"))]
@@ -101,14 +99,31 @@ def read_record(store: Store, doc_sha256: str) -> DocRecord | None:
 def stored_record_key(store: Store, doc_sha256: str) -> str | None:
     """The key of a document's persisted record, read from the Parquet footer alone (no rows), or
     None when there is no readable record: deciding what to reuse must not load every vector."""
-    path = store.doc_path(doc_sha256)
-    if not path.is_file():
-        return None
     try:
-        meta = pq.read_schema(path).metadata or {}
+        with store.open(doc_key(doc_sha256)) as f:
+            meta = pq.read_schema(f).metadata or {}
     except (OSError, pa.ArrowInvalid):
         return None
     return meta.get(b"mmrag.record_key", b"").decode()
+
+
+def table_counts(table: pa.Table) -> dict:
+    """Items and vectors per space of a record table: what id allocation and live counts need."""
+    return {"items": table.num_rows,
+            "vectors": {s: int(table.column(f"vec_{s}").is_valid().to_numpy(zero_copy_only=False).sum())
+                        for s in SPACES if f"vec_{s}" in table.column_names}}
+
+
+def record_counts(store: Store, doc_sha256: str) -> dict:
+    """:func:`table_counts` of a stored record, from its Parquet footer (no rows are read)."""
+    with store.open(doc_key(doc_sha256)) as f:
+        meta = pq.read_schema(f).metadata or {}
+    if b"mmrag.counts" in meta:
+        return json.loads(meta[b"mmrag.counts"])
+    record = read_record(store, doc_sha256)
+    if record is None:
+        raise FileNotFoundError(f"no readable record for document {doc_sha256}")
+    return table_counts(record.table)
 
 
 def space_vectors(table: pa.Table, space: str) -> tuple[np.ndarray, np.ndarray | None]:

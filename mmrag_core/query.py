@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 
 from mmrag_core.fusion import reciprocal_rank_fusion
-from mmrag_core.index import search
 from mmrag_core.models import ModelUnavailable
 from mmrag_core.snapshot import Snapshot
 
@@ -62,7 +61,7 @@ class QueryEngine:
         self._clip_failed: str | None = None
 
     @property
-    def text_encoder(self):  # noqa: ANN201 - lazy model
+    def text_encoder(self):
         if self._text_encoder is None:
             from mmrag_core.models.text_encoder import TextEncoder
 
@@ -70,7 +69,7 @@ class QueryEngine:
         return self._text_encoder
 
     @property
-    def clip(self):  # noqa: ANN201 - lazy model; None when the image space cannot be queried
+    def clip(self):
         if self._clip is None and self._clip_failed is None and "image" in self.snapshot.indexes:
             from mmrag_core.models.clip_encoder import ClipEncoder
 
@@ -126,7 +125,7 @@ class QueryEngine:
         return [self._hydrate(f.id, f.score, f.ranks, f.similarities) for f in fused]
 
     def _search_space(self, space: str, query_vec: np.ndarray) -> list[tuple[int, float]]:
-        scores, ids = search(self.snapshot.indexes[space], query_vec, self.search_depth)
+        scores, ids = self.snapshot.indexes[space].search(query_vec, self.search_depth)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 
     def _hydrate(self, item: int, score: float, ranks: dict, sims: dict) -> Hit:

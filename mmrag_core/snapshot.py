@@ -1,29 +1,31 @@
-"""Immutable, versioned index snapshots: publish (write, verify, then move LATEST) and open.
+"""Immutable, versioned index snapshots: publish (write, verify, then move LATEST), open, verify.
 
-A snapshot folder holds ``items.parquet`` (metadata, no vectors), ``failures.parquet``, one
-``<space>.faiss`` per indexed space and ``manifest.json`` listing every file with its sha256.
-Readers trust only what the manifest lists and verifies.
+A snapshot's own folder holds ``items.parquet`` (metadata, no vectors), ``catalog.parquet`` (documents and
+their id ranges), ``failures.parquet``, ``tombstones.npy`` and, written last, ``manifest.json``. The manifest
+lists every file the snapshot needs with its sha256 and size: its own files and the codec and shard files
+it shares with other snapshots. Readers trust only what the manifest lists and verifies.
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import json
-import os
-import shutil
-from dataclasses import dataclass
-from datetime import datetime, timezone
-from pathlib import Path
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
-import faiss
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mmrag_core.index import read_index, write_index
+from mmrag_core.config import Settings
+from mmrag_core.indexing import SpaceState, space_state_from_manifest
 from mmrag_core.items import Failure
-from mmrag_core.models.fingerprint import sha256_file
-from mmrag_core.store import Store, atomic_write_bytes
+from mmrag_core.space_index import SpaceIndex
+from mmrag_core.store import MANIFEST, ChecksumMismatch, Store, snapshot_key
+from mmrag_core.stored_index import open_shard
 
-MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+OWN_FILES = ("items.parquet", "catalog.parquet", "failures.parquet", "tombstones.npy")
 
 
 class SnapshotError(RuntimeError):
@@ -42,7 +44,7 @@ class NothingToPublish(SnapshotError):
 
 def new_snapshot_id(now: datetime | None = None) -> str:
     """A time-ordered id, e.g. ``20261127T210501123456Z``."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return now.strftime("%Y%m%dT%H%M%S%fZ")
 
 
@@ -51,57 +53,72 @@ class SnapshotContent:
     """Everything a snapshot publishes, before it is written."""
 
     items: pa.Table  # metadata rows, no vectors, no image bytes
+    catalog: pa.Table
     failures: pa.Table
-    indexes: dict[str, faiss.Index]  # space -> index
+    tombstones: np.ndarray
+    spaces: dict[str, SpaceState]
     models: dict  # space -> model description (or {"skipped": reason})
     source: str
     stats: dict
-    catalog: pa.Table | None = None  # uri, sha256, size of every listed document
+    record_key: str = ""
+    config_key: str = ""
+    next_id: int = 0
+    extra: dict = field(default_factory=dict)  # e.g. {"compacted": reason}
 
 
-def publish(store: Store, content: SnapshotContent, snapshot_id: str | None = None) -> dict:
-    """Write a snapshot, verify every file against its checksum, then move ``LATEST`` to it."""
+def _npy_bytes(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(a, dtype=np.int64))
+    return buf.getvalue()
+
+
+def _parquet_bytes(t: pa.Table) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(t, buf, compression="zstd")
+    return buf.getvalue()
+
+
+def publish(store: Store, content: SnapshotContent, settings: Settings, parent: str | None = None,
+            snapshot_id: str | None = None) -> dict:
+    """Write the snapshot's own files, verify every file it references, write the manifest, move LATEST."""
     snapshot_id = snapshot_id or new_snapshot_id()
-    final = store.snapshot_dir(snapshot_id)
-    if final.exists():
+    if store.exists(snapshot_key(snapshot_id, MANIFEST)):
         raise SnapshotError(f"snapshot {snapshot_id} already exists")
-    tmp = store.snapshots_dir / f".tmp-{snapshot_id}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        files: dict[str, dict] = {}
-        pq.write_table(content.items, tmp / "items.parquet", compression="zstd")
-        pq.write_table(content.failures, tmp / "failures.parquet", compression="zstd")
-        if content.catalog is not None:
-            pq.write_table(content.catalog, tmp / "catalog.parquet", compression="zstd")
-        spaces: dict[str, dict] = {}
-        for space, index in content.indexes.items():
-            name = f"{space}.faiss"
-            write_index(index, tmp / name)
-            spaces[space] = {"file": name, "count": int(index.ntotal), "dim": int(index.d), "metric": "inner_product",
-                             "index_type": "IDMap2,Flat"}
-        for f in sorted(tmp.iterdir()):
-            files[f.name] = {"sha256": sha256_file(f), "bytes": f.stat().st_size}
-        manifest = {
-            "format": FORMAT_VERSION,
-            "id": snapshot_id,
-            "parent": store.latest_id(),
-            "created_at": datetime.now(timezone.utc).isoformat(),
-            "source": content.source,
-            "models": content.models,
-            "spaces": spaces,
-            "files": files,
-            "counts": _counts(content.items, content.failures),
-            "stats": content.stats,
-            "failures": content.failures.to_pylist(),
-        }
-        atomic_write_bytes(tmp / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
-        verify(tmp, manifest)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    atomic_write_bytes(store.latest_path, (snapshot_id + "\n").encode())
+    own = {"items.parquet": _parquet_bytes(content.items), "catalog.parquet": _parquet_bytes(content.catalog),
+           "failures.parquet": _parquet_bytes(content.failures), "tombstones.npy": _npy_bytes(content.tombstones)}
+    files: dict[str, dict] = {}
+    for name, data in own.items():
+        store.write_bytes(snapshot_key(snapshot_id, name), data)
+        files[snapshot_key(snapshot_id, name)] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    spaces = {name: state.to_manifest(settings) for name, state in content.spaces.items()}
+    for state in content.spaces.values():
+        files.update(state.codec.files)
+        for shard in state.shards:
+            files.update(shard.files)
+    manifest = {
+        "format": FORMAT_VERSION,
+        "id": snapshot_id,
+        "parent": parent,
+        "created_at": datetime.now(UTC).isoformat(),
+        "source": content.source,
+        "models": content.models,
+        "record_key": content.record_key,
+        "config_key": content.config_key,
+        "next_id": int(content.next_id),
+        "spaces": spaces,
+        "tombstones": len(content.tombstones),
+        "files": files,
+        "counts": _counts(content.items, content.failures),
+        "stats": content.stats,
+        "failures": content.failures.to_pylist(),
+        **content.extra,
+    }
+    verify(store, manifest, checksums=False)  # every referenced file is there with its size
+    for key in files:  # the files this publish wrote are read back and hashed
+        if key.startswith(snapshot_key(snapshot_id)) and store.checksum(key) != files[key]["sha256"]:
+            raise SnapshotError(f"snapshot {snapshot_id}: {key} does not match its checksum after writing")
+    store.write_bytes(snapshot_key(snapshot_id, MANIFEST), json.dumps(manifest, indent=2, sort_keys=True).encode())
+    store.set_latest(snapshot_id)
     return manifest
 
 
@@ -120,14 +137,23 @@ def _counts(items: pa.Table, failures: pa.Table) -> dict:
     }
 
 
-def verify(folder: Path, manifest: dict) -> None:
-    """Raise SnapshotError unless every listed file exists with its recorded size and sha256."""
-    for name, meta in manifest["files"].items():
-        path = folder / name
-        if not path.is_file():
-            raise SnapshotError(f"snapshot {manifest['id']}: file {name} is missing")
-        if path.stat().st_size != meta["bytes"] or sha256_file(path) != meta["sha256"]:
-            raise SnapshotError(f"snapshot {manifest['id']}: file {name} does not match its checksum")
+def verify(store: Store, manifest: dict, checksums: bool = True) -> None:
+    """Raise SnapshotError unless every listed file exists with its recorded size (and sha256)."""
+    for key, meta in manifest["files"].items():
+        if not store.exists(key):
+            raise SnapshotError(f"snapshot {manifest['id']}: file {key} is missing")
+        if store.size(key) != meta["bytes"]:
+            raise SnapshotError(f"snapshot {manifest['id']}: file {key} has {store.size(key)} bytes, "
+                                f"its manifest says {meta['bytes']}")
+        if checksums:
+            try:
+                ok = store.checksum(key) == meta["sha256"] if not store.remote else \
+                    bool(store.local_file(key, meta["sha256"]))
+            except ChecksumMismatch:
+                ok = False
+            if not ok:
+                raise SnapshotError(f"snapshot {manifest['id']}: file {key} does not match its checksum "
+                                    "(corrupt or modified); refusing to load it")
 
 
 @dataclass
@@ -135,39 +161,53 @@ class Snapshot:
     """An opened, verified snapshot."""
 
     id: str
-    folder: Path
     manifest: dict
     items: pa.Table
-    indexes: dict[str, faiss.Index]
+    indexes: dict[str, SpaceIndex]
 
 
 def read_manifest(store: Store, snapshot_id: str | None = None) -> dict:
     """The manifest of ``snapshot_id`` (default: LATEST)."""
     snapshot_id = snapshot_id or store.latest_id()
     if snapshot_id is None:
-        raise SnapshotError(f"no snapshot published in store {store.root} (run `mmrag index` first)")
-    path = store.snapshot_dir(snapshot_id) / MANIFEST
-    if not path.is_file():
-        raise SnapshotError(f"snapshot {snapshot_id} not found in store {store.root}")
-    return json.loads(path.read_text())
+        raise SnapshotError(f"no snapshot published in store {store.uri} (run `mmrag index` first)")
+    try:
+        manifest = json.loads(store.read_bytes(snapshot_key(snapshot_id, MANIFEST)))
+    except FileNotFoundError:
+        raise SnapshotError(f"snapshot {snapshot_id} not found in store {store.uri}") from None
+    if manifest.get("format") != FORMAT_VERSION:
+        raise SnapshotError(f"snapshot {snapshot_id} has format {manifest.get('format')}, this mmrag reads "
+                            f"{FORMAT_VERSION}: re-index the source into a new store")
+    return manifest
 
 
-def read_catalog(store: Store, snapshot_id: str | None = None) -> pa.Table | None:
-    """The catalog of ``snapshot_id`` (default: LATEST); None when nothing is published or the
-    snapshot predates catalogs."""
-    snapshot_id = snapshot_id or store.latest_id()
-    if snapshot_id is None:
-        return None
-    path = store.snapshot_dir(snapshot_id) / "catalog.parquet"
-    return pq.read_table(path) if path.is_file() else None
+def read_latest_manifest(store: Store) -> dict | None:
+    """LATEST's manifest, or None when nothing is published yet."""
+    return read_manifest(store) if store.latest_id() else None
+
+
+def read_table(store: Store, manifest: dict, name: str) -> pa.Table:
+    """One of a snapshot's own Parquet tables (items, catalog, failures)."""
+    return store.read_parquet(snapshot_key(manifest["id"], name))
+
+
+def read_tombstones(store: Store, manifest: dict) -> np.ndarray:
+    return np.load(io.BytesIO(store.read_bytes(snapshot_key(manifest["id"], "tombstones.npy"))))
+
+
+def spaces_of(manifest: dict) -> dict[str, SpaceState]:
+    return {name: space_state_from_manifest(meta) for name, meta in manifest["spaces"].items()}
 
 
 def open_snapshot(store: Store, snapshot_id: str | None = None, verify_files: bool = True) -> Snapshot:
-    """Resolve LATEST (or a pinned id), verify the manifest's files, load metadata and indexes."""
+    """Resolve LATEST (or a pinned id), verify every file's checksum, load metadata and indexes."""
     manifest = read_manifest(store, snapshot_id)
-    folder = store.snapshot_dir(manifest["id"])
     if verify_files:
-        verify(folder, manifest)
-    items = pq.read_table(folder / "items.parquet")
-    indexes = {space: read_index(folder / meta["file"]) for space, meta in manifest["spaces"].items()}
-    return Snapshot(manifest["id"], folder, manifest, items, indexes)
+        verify(store, manifest)
+    items = read_table(store, manifest, "items.parquet")
+    tombstones = read_tombstones(store, manifest)
+    indexes = {}
+    for name, state in spaces_of(manifest).items():
+        indexes[name] = SpaceIndex([open_shard(store, s) for s in state.shards], state.codec.spec,
+                                   tombstones, state.live)
+    return Snapshot(manifest["id"], manifest, items, indexes)

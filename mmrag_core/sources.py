@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import fsspec
 
@@ -54,12 +55,13 @@ def sha256_stream(fs: fsspec.AbstractFileSystem, path: str, chunk_bytes: int = 1
     return h.hexdigest()
 
 
-def discover(source: str, include: list[str], max_file_bytes: int) -> Discovery:
+def discover(source: str, include: list[str], max_file_bytes: int,
+             storage_options: dict[str, Any] | None = None) -> Discovery:
     """List ``source`` recursively; hash files matching ``include`` (name globs, case-insensitive).
 
     Hidden files are ignored; other files and files over ``max_file_bytes`` become failures.
     """
-    fs, root = fsspec.core.url_to_fs(source)
+    fs, root = fsspec.core.url_to_fs(source, **(storage_options or {}))
     if not fs.exists(root):
         raise FileNotFoundError(f"source not found: {source}")
     paths = [root] if fs.isfile(root) else sorted(fs.find(root))
@@ -90,10 +92,10 @@ def discover(source: str, include: list[str], max_file_bytes: int) -> Discovery:
 
 
 @contextmanager
-def local_path(uri: str) -> Iterator[str]:
+def local_path(uri: str, storage_options: dict[str, Any] | None = None) -> Iterator[str]:
     """A local file path for ``uri``: the path itself for local files, else a temporary copy
     (extractors such as pymupdf and tesseract need a real file)."""
-    fs, path = fsspec.core.url_to_fs(uri)
+    fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
     if "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
         yield path
         return

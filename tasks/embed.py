@@ -62,7 +62,7 @@ class _EncoderActor:
 EncoderActor = ray.remote(num_cpus=0)(_EncoderActor)
 
 
-def start_encoders(settings: Settings) -> dict[str, "ray.actor.ActorHandle"]:
+def start_encoders(settings: Settings) -> dict[str, ray.actor.ActorHandle]:
     """One actor per space (``text`` always; ``image`` when CLIP is enabled)."""
     spaces = ["text"] + (["image"] if settings.clip_enabled else [])
     gpu = 1 if settings.device.startswith("cuda") else 0

@@ -1,4 +1,5 @@
-"""Prefect tasks of the indexing flow: discover, process a batch (extract + embed + persist), publish."""
+"""Prefect tasks of the indexing flow: discover, process a batch (extract + embed + persist), index and
+publish, compact."""
 from __future__ import annotations
 
 import time
@@ -9,15 +10,15 @@ import ray
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from mmrag_core.build import snapshot_content
-from mmrag_core.catalog import catalog_table
 from mmrag_core.config import Settings
 from mmrag_core.embed import image_inputs, text_inputs
+from mmrag_core.indexing import ShardJob, run_shard_job
 from mmrag_core.items import Failure
-from mmrag_core.persist import build_record, read_record, write_record
-from mmrag_core.snapshot import NothingToPublish, publish
+from mmrag_core.persist import build_record, write_record
+from mmrag_core.publishing import Encoder, IndexRequest, compact_and_publish, index_and_publish
 from mmrag_core.sources import Discovery, DocRef, discover
-from mmrag_core.store import Store
+from mmrag_core.store import open_store, storage_options_for
+from mmrag_core.stored_index import StoredShard
 from tasks.extract import extract_batch_remote
 
 
@@ -34,7 +35,7 @@ class BatchSummary:
     seconds_ocr: float = 0.0
     failures: list[Failure] = field(default_factory=list)
 
-    def add(self, other: "BatchSummary") -> None:
+    def add(self, other: BatchSummary) -> None:
         """Accumulate another batch's counts, times and failures into this one."""
         for f in fields(self):
             mine, theirs = getattr(self, f.name), getattr(other, f.name)
@@ -44,7 +45,8 @@ class BatchSummary:
 @task(name="discover", cache_policy=NO_CACHE)
 def discover_source(source: str, settings: Settings) -> Discovery:
     """List and hash the source's files."""
-    return discover(source, settings.include, settings.max_file_bytes)
+    return discover(source, settings.include, settings.max_file_bytes,
+                    storage_options_for(source, settings.s3_endpoint_url))
 
 
 @task(name="process-batch", cache_policy=NO_CACHE, task_run_name="process-batch-{batch_no}")
@@ -52,7 +54,7 @@ def process_batch(
     batch_no: int, docs: list[DocRef], settings: Settings, encoders: dict, record_key: str, image_live: bool
 ) -> BatchSummary:
     """Extract a batch on a Ray worker, embed its items on the encoder actors, persist one record per doc."""
-    store = Store(settings.store)
+    store = open_store(settings)
     out = BatchSummary(docs=len(docs))
     t0 = time.perf_counter()
     results = ray.get(extract_batch_remote.remote(docs, settings))
@@ -91,31 +93,23 @@ def process_batch(
     return out
 
 
-@task(name="publish-snapshot", cache_policy=NO_CACHE)
-def publish_snapshot(
-    settings: Settings, docs: list[DocRef], failures: list[Failure], models: dict, source: str, stats: dict
-) -> dict:
-    """Gather the records of every current document, build the indexes and publish a snapshot."""
-    store = Store(settings.store)
-    records = []
-    for d in docs:
-        rec = read_record(store, d.sha256)
-        if rec is not None:
-            if rec.source_uri != d.uri:  # same bytes, new name: provenance follows the current listing
-                rec = _relocate(rec, d.uri)
-            records.append(rec)
-    if not any(r.table.num_rows for r in records):
-        raise NothingToPublish(source, failures + [f for r in records for f in r.failures])
-    content = snapshot_content(records, failures, models, source, stats, catalog_table(docs))
-    return publish(store, content)
+@ray.remote(num_cpus=1)
+def _run_shard_job_remote(settings: Settings, job: ShardJob) -> StoredShard:
+    return run_shard_job(open_store(settings), job)
 
 
-def _relocate(rec, uri: str):  # noqa: ANN001, ANN202 - DocRecord in, DocRecord out
-    import pyarrow as pa
+def ray_encoder(settings: Settings) -> Encoder:
+    """Encode shard jobs in parallel, one Ray task each (a task reads its documents' vectors itself)."""
+    return lambda jobs: ray.get([_run_shard_job_remote.remote(settings, job) for job in jobs])
 
-    col = rec.table.column_names.index("source_uri")
-    rec.table = rec.table.set_column(col, "source_uri", pa.array([uri] * rec.table.num_rows, pa.string()))
-    for f in rec.failures:
-        f.source_uri = uri
-    rec.source_uri = uri
-    return rec
+
+@task(name="index-and-publish", cache_policy=NO_CACHE)
+def index_snapshot(settings: Settings, request: IndexRequest, parent: dict | None) -> dict:
+    """Encode the new documents into shards (on Ray), tombstone what left, compact if due, publish."""
+    return index_and_publish(open_store(settings), request, parent, settings, ray_encoder(settings))
+
+
+@task(name="compact", cache_policy=NO_CACHE)
+def compact_snapshot(settings: Settings, parent: dict) -> dict:
+    """Rewrite every space of ``parent`` as one shard without its tombstones and publish that."""
+    return compact_and_publish(open_store(settings), parent, settings)

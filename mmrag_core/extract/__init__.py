@@ -20,7 +20,7 @@ from mmrag_core.extract.image import extract_image
 from mmrag_core.extract.pdf import extract_pdf
 from mmrag_core.ocr import OcrUnavailable
 
-__all__ = ["ExtractResult", "extract_document", "sniff_type", "PDF_SUFFIXES", "IMAGE_SUFFIXES"]
+__all__ = ["IMAGE_SUFFIXES", "PDF_SUFFIXES", "ExtractResult", "extract_document", "sniff_type"]
 
 log = logging.getLogger(__name__)
 

