@@ -245,6 +245,9 @@ def cmd_config(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``mmrag`` console script."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Prefect's temporary API server migrates its database on first start; 20 s (its default) is not
+    # enough on a busy 2-core machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     args = build_parser().parse_args(argv)
     handler = {"index": cmd_index, "query": cmd_query, "eval": cmd_eval, "snapshots": cmd_snapshots,
                "compact": cmd_compact, "config": cmd_config}[args.command]

@@ -129,7 +129,9 @@ def gather_vectors(store: Store, entries: Iterable[DocEntry], space: str) -> tup
 
 
 def items_of(store: Store, entries: Iterable[DocEntry]) -> list[pa.Table]:
-    """The published item rows of documents (index ids, current uri; no vectors or image bytes)."""
+    """The published item rows of documents: ``id`` is the index id allocated to the row, ``item_key`` the
+    record's content-derived id (stable across snapshots and re-indexing); current uri; no vectors or image
+    bytes."""
     tables = []
     for e in entries:
         record = read_record(store, e.sha256)
@@ -137,6 +139,7 @@ def items_of(store: Store, entries: Iterable[DocEntry]) -> list[pa.Table]:
             raise FileNotFoundError(f"the stored record of {e.uri} ({e.sha256}) is missing or unreadable")
         t = record.table.select([c for c in record.table.column_names if c != "image_png" and not c.startswith("vec_")])
         t = t.set_column(t.column_names.index("id"), "id", pa.array(e.ids(), pa.int64()))
+        t = t.append_column("item_key", record.table.column("id"))
         t = t.set_column(t.column_names.index("source_uri"), "source_uri", pa.array([e.uri] * t.num_rows, pa.string()))
         tables.append(t.replace_schema_metadata(None))
     return tables

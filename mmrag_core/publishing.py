@@ -105,7 +105,8 @@ def _items(store: Store, plan: IndexPlan, base: dict | None) -> pa.Table:
         tables.append(kept.set_column(kept.column_names.index("source_uri"), "source_uri", pa.array(uris, pa.string())))
     tables.extend(items_of(store, plan.new))
     if not tables:
-        return ITEM_SCHEMA.empty_table().drop_columns(["image_png"])
+        empty = ITEM_SCHEMA.empty_table().drop_columns(["image_png"])
+        return empty.append_column("item_key", pa.array([], pa.int64()))
     return pa.concat_tables(tables)
 
 

@@ -25,7 +25,7 @@ class Hit:
     """One result with its provenance. ``page`` is 0-based; ``bbox`` is (x0, y0, x1, y1) in PDF points
     (pixels for image files)."""
 
-    id: int
+    id: int  # index id within this snapshot's lineage
     score: float
     kind: str
     source_uri: str
@@ -36,6 +36,7 @@ class Hit:
     text_source: str
     ranks: dict[str, int] = field(default_factory=dict)
     similarities: dict[str, float] = field(default_factory=dict)
+    key: int | None = None  # the item's content-derived id: the same item has the same key in every snapshot
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -142,6 +143,7 @@ class QueryEngine:
             text_source=row["text_source"],
             ranks=dict(ranks),
             similarities={s: round(v, 6) for s, v in sims.items()},
+            key=row.get("item_key"),
         )
 
 

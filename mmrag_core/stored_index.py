@@ -20,6 +20,7 @@ import faiss
 import numpy as np
 
 from mmrag_core.codec import CodecSpec, deserialize_codec, serialize_codec
+from mmrag_core.faults import crash_point
 from mmrag_core.models.fingerprint import sha256_file
 from mmrag_core.shards import RefineStore, read_shard, write_refine, write_shard
 from mmrag_core.store import CODECS, SHARDS, Store
@@ -73,6 +74,7 @@ def save_codec(store: Store, space: str, codec_id: str, spec: CodecSpec, index: 
     codec = StoredCodec(space, codec_id, spec, int(index.d), int(trained_vectors),
                         datetime.now(UTC).isoformat())
     store.write_bytes(codec.key, data)
+    crash_point("codec-written")
     codec.files = {codec.key: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}}
     store.write_bytes(f"{codec_dir(space, codec_id)}/{CODEC_MARKER}", json.dumps(codec.to_dict(), indent=2).encode())
     return codec
@@ -145,6 +147,7 @@ def save_shard(store: Store, space: str, shard_id: str, codec_id: str, index: fa
             key = shard.file_key(name)
             store.put_file(path, key)
             shard.files[key] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+    crash_point("shard-files-written")
     store.write_bytes(shard.file_key(SHARD_MARKER), json.dumps(shard.to_dict(), indent=2).encode())
     return shard
 

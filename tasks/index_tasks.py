@@ -12,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 
 from mmrag_core.config import Settings
 from mmrag_core.embed import image_inputs, text_inputs
+from mmrag_core.faults import crash_point
 from mmrag_core.indexing import ShardJob, run_shard_job
 from mmrag_core.items import Failure
 from mmrag_core.persist import build_record, write_record
@@ -88,6 +89,7 @@ def process_batch(
         i_off += len(i_ids)
         # A document that failed is recorded too, so an unchanged bad file is not retried every run.
         write_record(store, build_record(doc.sha256, doc.uri, r.items, vectors, r.failures, record_key, r.stats))
+        crash_point("record-written")
         out.items += len(r.items)
         out.failures.extend(r.failures)
     return out

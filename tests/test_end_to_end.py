@@ -74,8 +74,9 @@ def run(tmp_path_factory: pytest.TempPathFactory, test_data: Path) -> dict:
         "PREFECT_HOME": str(base / "prefect"),
     }
     proc = _run(["index", str(corpus), "--json"], env)
-    manifest = json.loads(proc.stdout[proc.stdout.index("{"):])
-    return {"base": base, "corpus": corpus, "env": env, "manifest": manifest, "stderr": proc.stderr}
+    report = json.loads(proc.stdout[proc.stdout.index("{"):])
+    assert report["published"]
+    return {"base": base, "corpus": corpus, "env": env, "manifest": report["manifest"], "stderr": proc.stderr}
 
 
 def _items(run: dict):
@@ -91,8 +92,11 @@ def test_snapshot_is_published_and_latest(run: dict) -> None:
     assert m["models"]["text"]["name"] == "all-MiniLM-L6-v2" and m["models"]["text"]["weights_sha256"]
     assert m["models"]["image"]["weights_sha256"], "the tiny CLIP's checksum is recorded"
     assert m["counts"]["documents"] == len(GOOD)
-    for name in ("items.parquet", "failures.parquet", "catalog.parquet", "text.faiss", "image.faiss"):
-        assert name in m["files"]
+    for name in ("items.parquet", "failures.parquet", "catalog.parquet", "tombstones.npy"):
+        assert f"snapshots/{m['id']}/{name}" in m["files"]
+    for space in ("text", "image"):
+        assert [k for k in m["files"] if k.startswith(f"shards/{space}/") and k.endswith("/index.faiss")]
+        assert m["spaces"][space]["recall_at_10"] == 1.0, "a corpus this small gets an exact index"
 
 
 def test_every_page_has_items(run: dict) -> None:
@@ -147,18 +151,15 @@ def test_image_query_hits_the_image_space(run: dict) -> None:
     assert hits[0]["similarities"]["image:image"] > 0.99
 
 
-def test_rerun_reuses_persisted_documents(run: dict) -> None:
+def test_unchanged_rerun_publishes_nothing(run: dict) -> None:
     proc = _run(["index", str(run["corpus"]), "--json"], run["env"])
     second = json.loads(proc.stdout[proc.stdout.index("{"):])
     discovered = len(GOOD) + len(BAD) - 1  # the .docx is refused by the listing, not extracted
-    assert second["stats"]["documents_reused"] == discovered, "bad files are remembered, not retried"
-    assert second["stats"]["documents_processed"] == 0
     assert run["manifest"]["stats"]["changes"]["added"] == discovered
-    assert second["stats"]["changes"] == {"added": 0, "changed": 0, "removed": 0, "unchanged": discovered}
-    assert second["counts"]["failures"] == run["manifest"]["counts"]["failures"]
-    assert second["counts"]["documents_failed"] == len(BAD)
-    assert second["parent"] == run["manifest"]["id"]
-    assert second["counts"]["items"] == run["manifest"]["counts"]["items"]
+    assert second["published"] is False and second["snapshot"] == run["manifest"]["id"]
+    assert second["changes"] == {"added": 0, "changed": 0, "removed": 0, "unchanged": discovered}
+    assert run["manifest"]["counts"]["documents_failed"] == len(BAD), "bad files are remembered, not retried"
+    assert (Path(run["env"]["MMRAG_STORE"]) / "LATEST").read_text().strip() == run["manifest"]["id"]
 
 
 def test_strict_exits_nonzero_on_failures(run: dict) -> None:
@@ -184,3 +185,36 @@ def test_nothing_indexed_publishes_nothing(run: dict) -> None:
     assert proc.returncode == 1
     assert "nothing to publish" in proc.stderr and "empty file" in proc.stderr
     assert not (run["base"] / "empty-store" / "LATEST").exists()
+
+
+def test_add_and_remove_a_document(run: dict) -> None:
+    """Runs last: it changes the corpus. The removed document never comes back; only the new one is processed."""
+    removed = run["corpus"] / "tracemonkey_pldi09.pdf"
+    sentence = " ".join(pymupdf.open(removed)[3].get_text().split())[200:420]
+    shutil.move(removed, run["base"] / "tracemonkey_pldi09.pdf")
+    shutil.copy(run["corpus"] / "financial_statement_notes.pdf", run["corpus"] / "notes_copy_renamed.pdf")
+    (run["corpus"] / "sign.png").write_bytes(_sign_png())
+    proc = _run(["index", str(run["corpus"]), "--json"], run["env"])
+    report = json.loads(proc.stdout[proc.stdout.index("{"):])
+    m = report["manifest"]
+    assert report["published"] and m["parent"] == run["manifest"]["id"]
+    assert report["changes"]["removed"] == 1 and report["changes"]["added"] == 1
+    assert any(u.endswith("notes_copy_renamed.pdf") for u in m["stats"]["duplicates"]), "same bytes: a duplicate"
+    assert m["stats"]["documents_processed"] == 1, "only the new image is extracted and embedded"
+    assert m["tombstones"] > 0 and len(m["spaces"]["text"]["shards"]) == 1, "tracemonkey's text ids are dead"
+    assert len(m["spaces"]["image"]["shards"]) == 2
+    proc = _run(["query", sentence, "--json", "-k", "50"], run["env"])
+    hits = json.loads(proc.stdout[proc.stdout.index("{"):])["hits"]
+    assert hits and not [h for h in hits if h["source_uri"].endswith("tracemonkey_pldi09.pdf")]
+
+
+def _sign_png() -> bytes:
+    import io
+
+    from PIL import ImageDraw
+
+    img = Image.new("RGB", (400, 120), "white")
+    ImageDraw.Draw(img).text((20, 40), "HARBOUR MARKET OPEN DAILY", fill="black")
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 
 from mmrag_core import evaluation as ev
-from mmrag_core.build import snapshot_content
 from mmrag_core.items import Item, item_id, items_to_table
 from mmrag_core.lexical import PageBM25, doc_name, page_id, page_texts, tokenize
 from mmrag_core.persist import build_record, read_record, write_record
 from mmrag_core.query import QueryEngine
-from mmrag_core.snapshot import open_snapshot, publish
+from mmrag_core.snapshot import open_snapshot
 from mmrag_core.store import Store
+from tests.published import publish_records
 from tests.tiny_models import force_hf_offline, make_tiny_clip, single_torch_thread
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -230,7 +230,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         write_record(store, build_record(sha, uri, [img], vectors, [], "mk", {}))
         records.append(read_record(store, sha))
         models = {"text": text_enc.describe(), "image": {**clip.describe(), "model_config": None}}
-        publish(store, snapshot_content(records, [], models, "/corpus", {}))
+        publish_records(store, records, models)
         (base / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in QUERIES))
         (base / "qrels.tsv").write_text(QRELS)
         snapshot = open_snapshot(store)

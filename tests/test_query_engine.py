@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmrag_core.build import snapshot_content
 from mmrag_core.items import Item, item_id
 from mmrag_core.persist import build_record, read_record, write_record
 from mmrag_core.query import Hit, QueryEngine, snippet_of
-from mmrag_core.snapshot import open_snapshot, publish
+from mmrag_core.snapshot import open_snapshot
 from mmrag_core.store import Store
+from tests.published import publish_records
 from tests.tiny_models import force_hf_offline, make_tiny_clip, single_torch_thread
 
 Image = pytest.importorskip("PIL.Image")
@@ -90,7 +90,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
             write_record(store, build_record(sha, uri, items, vectors, [], "mk", {}))
             records.append(read_record(store, sha))
         models = {"text": text_enc.describe(), "image": {**clip.describe(), "model_config": None}}
-        publish(store, snapshot_content(records, [], models, "/corpus", {}))
+        publish_records(store, records, models)
         snapshot = open_snapshot(store)
         engine = QueryEngine(snapshot)
         yield {"engine": engine, "snapshot": snapshot, "docs": docs, "pngs": pngs, "images": images, "base": base}
@@ -120,7 +120,7 @@ def test_text_query_finds_paraphrased_chunk(built: dict, query: str, sentence: i
     assert isinstance(top, Hit)
     doc, n = divmod(sentence, 3)
     sha, uri, items, _ = built["docs"][doc]
-    assert top.id == items[n].id
+    assert top.key == items[n].id
     assert top.kind == "chunk"
     assert top.source_uri == uri
     assert top.page == n
@@ -139,7 +139,7 @@ def test_text_query_finds_paraphrased_chunk(built: dict, query: str, sentence: i
 def test_image_query_finds_same_image(built: dict, which: int) -> None:
     hits = built["engine"].search(image=built["pngs"][which], k=3)
     want = built["images"][which]
-    assert hits[0].id == want.id
+    assert hits[0].key == want.id
     assert hits[0].kind == "image" and hits[0].source_uri == "/corpus/album.png"
     assert hits[0].bbox == [0.0, 0.0, 48.0, 48.0] and hits[0].snippet == f"picture {which}"
     assert hits[0].ranks == {"image:image": 1}
@@ -151,14 +151,14 @@ def test_image_query_from_path(built: dict, tmp_path: Path) -> None:
     path = tmp_path / "q.png"
     path.write_bytes(built["pngs"][1])
     for query in (path, str(path)):
-        assert built["engine"].search(image=query, k=1)[0].id == built["images"][1].id
+        assert built["engine"].search(image=query, k=1)[0].key == built["images"][1].id
 
 
 def test_text_and_image_query_fuses_all_lists(built: dict) -> None:
     hits = built["engine"].search(text="espresso coffee", image=built["pngs"][0], k=20)
     spaces = {s for h in hits for s in h.ranks}
     assert spaces == {"text", "image:text", "image:image"}
-    ids = [h.id for h in hits]
+    ids = [h.key for h in hits]
     assert built["docs"][1][2][2].id in ids and built["images"][0].id in ids
     assert len(ids) == len(set(ids)) == 9  # every item once
 

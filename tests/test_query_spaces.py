@@ -32,7 +32,7 @@ def test_selection_ignores_lists_the_query_cannot_feed(built: dict) -> None:  # 
     hits = built["engine"].search(text="vaccine volunteers", k=5, spaces=("text", "image:image"))
     assert all(set(h.ranks) == {"text"} for h in hits)
     hits = built["engine"].search(text="vaccine", image=built["pngs"][1], k=5, spaces=("image:image",))
-    assert hits[0].id == built["images"][1].id and all(set(h.ranks) == {"image:image"} for h in hits)
+    assert hits[0].key == built["images"][1].id and all(set(h.ranks) == {"image:image"} for h in hits)
 
 
 def test_bad_or_empty_selection_is_an_error(built: dict) -> None:  # noqa: F811

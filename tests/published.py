@@ -1,0 +1,23 @@
+"""Publish a snapshot from document records in one process, through the same code the indexing flow runs."""
+from __future__ import annotations
+
+from mmrag_core.config import Settings
+from mmrag_core.items import Failure
+from mmrag_core.persist import DocRecord, write_record
+from mmrag_core.publishing import IndexRequest, index_and_publish
+from mmrag_core.snapshot import read_latest_manifest
+from mmrag_core.sources import DocRef
+from mmrag_core.store import Store
+
+
+def publish_records(store: Store, records: list[DocRecord], models: dict, source: str = "/corpus",
+                    settings: Settings | None = None, failures: list[Failure] | None = None,
+                    stats: dict | None = None, fresh: bool = False) -> dict:
+    """Store ``records`` and publish them as the store's next snapshot (incremental against LATEST)."""
+    for r in records:
+        write_record(store, r)
+    parent = read_latest_manifest(store)
+    docs = [DocRef(r.source_uri, 0, r.doc_sha256) for r in records]
+    request = IndexRequest(docs, list(failures or []), models, "test-record-key", "test-config-key", source,
+                           stats or {}, fresh or parent is None)
+    return index_and_publish(store, request, parent, settings or Settings(store=store.uri))
