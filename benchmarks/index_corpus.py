@@ -18,7 +18,7 @@ from pathlib import Path
 
 
 def run_index(corpus: Path, store: Path) -> tuple[dict, float]:
-    """Run ``mmrag index`` once; returns its manifest and the wall time in seconds."""
+    """Run ``mmrag index`` once; returns its run report and the wall time in seconds."""
     env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "flows.cli", "index", str(corpus), "--store", str(store), "--json"],
@@ -29,8 +29,11 @@ def run_index(corpus: Path, store: Path) -> tuple[dict, float]:
     return json.loads(proc.stdout[proc.stdout.index("{"):]), wall
 
 
-def rows(manifest: dict, wall: float, label: str) -> list[tuple[str, str]]:
-    st, c = manifest["stats"], manifest["counts"]
+def rows(report: dict, wall: float, label: str) -> list[tuple[str, str]]:
+    if not report["published"]:
+        return [("run", label), ("result", f"nothing changed, nothing published ({report['changes']})"),
+                ("wall time, whole command (s)", f"{wall:.1f}")]
+    st, c = report["manifest"]["stats"], report["manifest"]["counts"]
     pages = st["pages_processed"]
     return [
         ("run", label),
@@ -41,7 +44,6 @@ def rows(manifest: dict, wall: float, label: str) -> list[tuple[str, str]]:
         ("processing time: extract+embed+persist (s)", f"{st['seconds_processing']:.1f}"),
         ("pages/s over processing time", f"{pages / max(st['seconds_processing'], 1e-9):.2f}"),
         ("OCR s/page (summed over workers)", f"{st['seconds_ocr'] / st['ocr_pages']:.2f}" if st["ocr_pages"] else "-"),
-        ("ray CPUs", str(st["ray_cpus"])),
     ]
 
 
@@ -54,9 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for label in ("cold", "warm (unchanged corpus)"):
-            manifest, wall = run_index(args.corpus, Path(tmp) / "store")
-            results[label] = {"wall_s": wall, "stats": manifest["stats"], "counts": manifest["counts"]}
-            for k, v in rows(manifest, wall, label):
+            report, wall = run_index(args.corpus, Path(tmp) / "store")
+            results[label] = {"wall_s": wall, "published": report["published"], "changes": report["changes"],
+                              "stats": report["manifest"]["stats"], "counts": report["manifest"]["counts"]}
+            for k, v in rows(report, wall, label):
                 print(f"| {k:<45} | {v} |")
             print()
     args.out.mkdir(parents=True, exist_ok=True)

@@ -1,12 +1,17 @@
-"""The catalog diff that decides what a re-index must do."""
+"""The catalog a snapshot records, and the diff that decides what a re-index must do."""
 from __future__ import annotations
 
-from mmrag_core.catalog import catalog_table, diff_catalog
+from mmrag_core.catalog import CATALOG_SCHEMA, catalog_table, diff_catalog
 from mmrag_core.sources import DocRef
 
 
 def _docs(*pairs: tuple[str, str]) -> list[DocRef]:
     return [DocRef(uri=u, size=len(s), sha256=s) for u, s in pairs]
+
+
+def _catalog(*pairs: tuple[str, str]) -> list[dict]:
+    """Catalog rows of documents, as a snapshot lists them (id ranges left out)."""
+    return [{"uri": d.uri, "sha256": d.sha256, "size": d.size} for d in _docs(*pairs)]
 
 
 def test_first_run_adds_everything() -> None:
@@ -15,7 +20,7 @@ def test_first_run_adds_everything() -> None:
 
 
 def test_added_changed_removed_unchanged() -> None:
-    before = catalog_table(_docs(("a.pdf", "h1"), ("b.png", "h2"), ("c.pdf", "h3")))
+    before = catalog_table(_catalog(("a.pdf", "h1"), ("b.png", "h2"), ("c.pdf", "h3")))
     diff = diff_catalog(before, _docs(("a.pdf", "h1"), ("b.png", "h2-new"), ("d.pdf", "h4")))
     assert diff.unchanged == ["a.pdf"]
     assert diff.changed == ["b.png"]
@@ -24,11 +29,21 @@ def test_added_changed_removed_unchanged() -> None:
 
 
 def test_a_rename_is_a_removal_plus_an_addition_of_the_same_content() -> None:
-    before = catalog_table(_docs(("old/a.pdf", "h1")))
+    before = catalog_table(_catalog(("old/a.pdf", "h1")))
     diff = diff_catalog(before, _docs(("new/a.pdf", "h1")))
     assert diff.added == ["new/a.pdf"] and diff.removed == ["old/a.pdf"]
 
 
 def test_catalog_table_round_trips_rows() -> None:
-    table = catalog_table(_docs(("a.pdf", "h1")))
-    assert table.to_pylist() == [{"uri": "a.pdf", "sha256": "h1", "size": 2}]
+    row = {"uri": "a.pdf", "sha256": "h1", "size": 2, "id_start": 40, "id_count": 5,
+           "vectors_text": 3, "vectors_image": 2}
+    table = catalog_table([row])
+    assert table.schema == CATALOG_SCHEMA
+    assert table.to_pylist() == [row]
+
+
+def test_catalog_table_leaves_missing_columns_null() -> None:
+    table = catalog_table(_catalog(("a.pdf", "h1")))
+    assert table.schema == CATALOG_SCHEMA
+    assert table.to_pylist() == [{"uri": "a.pdf", "sha256": "h1", "size": 2, "id_start": None, "id_count": None,
+                                  "vectors_text": None, "vectors_image": None}]

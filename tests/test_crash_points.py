@@ -28,7 +28,7 @@ def _job(store: Path, step: int, crash_at: str | None = None) -> subprocess.Comp
     if crash_at:
         env["MMRAG_CRASH_AT"] = crash_at
     return subprocess.run([sys.executable, "-m", "tests.crash_job", str(store), str(step)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300, start_new_session=True)
+                          capture_output=True, text=True, timeout=300, start_new_session=True, check=False)
 
 
 def _ok(proc: subprocess.CompletedProcess) -> None:

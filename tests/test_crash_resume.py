@@ -42,7 +42,7 @@ def _index(corpus: Path, store: Path, env: dict, crash_at: str | None = None) ->
     if crash_at:
         run_env["MMRAG_CRASH_AT"] = crash_at
     return subprocess.run(MMRAG + ["index", str(corpus), "--json"], env=run_env, cwd=REPO, capture_output=True,
-                          text=True, timeout=900, start_new_session=True)
+                          text=True, timeout=900, start_new_session=True, check=False)
 
 
 def _ok(proc: subprocess.CompletedProcess) -> dict:

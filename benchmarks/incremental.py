@@ -1,0 +1,99 @@
+"""Benchmark: what re-indexing costs when little changed. Full build, re-run with nothing changed, re-run
+after adding one document and removing one; all through the real CLI (Prefect, Ray, models, FAISS).
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/incremental.py ../shared/data/pdfs
+
+Targets (issue 3): unchanged re-run <= 3 % of the full build's wall time; add + remove <= 10 %, the added
+document's own extraction and embedding excluded (reported separately). Prints a table and writes
+``<out>/incremental_<corpus>.json``. Compare ratios within one run: the machine is shared and noisy.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SUFFIXES = (".pdf", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
+
+
+def run_index(corpus: Path, store: Path) -> tuple[dict, float]:
+    """Run ``mmrag index`` once; returns its run report and the command's wall time in seconds."""
+    env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "index", str(corpus), "--store", str(store), "--json"],
+                          env=env, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"mmrag index failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout[proc.stdout.index("{"):]), wall
+
+
+def pick_changes(files: list[Path]) -> tuple[Path, Path]:
+    """The document held out of the full build (added later) and the one removed later: the two smallest
+    PDFs, so that the added document's own processing is small next to the fixed costs being measured."""
+    pdfs = sorted((f for f in files if f.suffix.lower() == ".pdf"), key=lambda f: (f.stat().st_size, f.name))
+    return pdfs[0], pdfs[1]
+
+
+def row(label: str, report: dict, wall: float, full_wall: float) -> dict:
+    st = report["manifest"]["stats"] if report["published"] else {}
+    own = st.get("seconds_processing", 0.0)
+    return {
+        "run": label,
+        "published": report["published"],
+        "wall_s": round(wall, 1),
+        "pct_of_full": round(100 * wall / full_wall, 2),
+        "documents_processed": st.get("documents_processed", 0),
+        "pages_processed": st.get("pages_processed", 0),
+        "own_processing_s": round(own, 1),
+        "pct_of_full_excluding_own_processing": round(100 * (wall - own) / full_wall, 2),
+        "changes": report["changes"],
+        "tombstones": report["manifest"]["tombstones"],
+        "items": report["manifest"]["counts"]["items"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("corpus", type=Path)
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = ap.parse_args(argv)
+    files = sorted(p for p in args.corpus.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
+    added, removed = pick_changes(files)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus, store = Path(tmp) / "corpus", Path(tmp) / "store"
+        for f in files:
+            if f != added:
+                dest = corpus / f.relative_to(args.corpus)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.symlink(f.resolve(), dest)
+        full, full_wall = run_index(corpus, store)
+        rows.append(row("full build", full, full_wall, full_wall))
+        same, wall = run_index(corpus, store)
+        rows.append(row("re-run, nothing changed", same, wall, full_wall))
+        (corpus / removed.relative_to(args.corpus)).unlink()
+        shutil.copy(added, corpus / added.relative_to(args.corpus))
+        changed, wall = run_index(corpus, store)
+        rows.append(row(f"re-run, +1 ({added.name}) -1 ({removed.name})", changed, wall, full_wall))
+    cols = ["run", "wall_s", "pct_of_full", "own_processing_s", "pct_of_full_excluding_own_processing",
+            "documents_processed", "pages_processed", "tombstones", "items"]
+    print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
+    for r in rows:
+        print("| " + " | ".join(str(r[c]) for c in cols) + " |")
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / f"incremental_{args.corpus.name}.json"
+    out.write_text(json.dumps({"corpus": str(args.corpus), "files": len(files), "rows": rows,
+                               "full_build_stats": full["manifest"]["stats"]}, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
