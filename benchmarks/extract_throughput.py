@@ -17,9 +17,9 @@ from pathlib import Path
 os.environ.setdefault("OMP_THREAD_LIMIT", "1")  # as on the Ray workers
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from mmrag_core.config import Settings  # noqa: E402
-from mmrag_core.extract import extract_document  # noqa: E402
-from mmrag_core.models.text_encoder import load_token_counter  # noqa: E402
+from mmrag_core.config import Settings
+from mmrag_core.extract import extract_document
+from mmrag_core.models.text_encoder import load_token_counter
 
 SETS = {
     "born-digital 10-Ks (text layer)": ["financebench-dev/pdfs/AMAZON_2017_10K.pdf",

@@ -13,25 +13,13 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+from cli_runs import run_index  # benchmarks/ is on sys.path when a script here runs
+
 SUFFIXES = (".pdf", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
-
-
-def run_index(corpus: Path, store: Path) -> tuple[dict, float]:
-    """Run ``mmrag index`` once; returns its run report and the command's wall time in seconds."""
-    env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "flows.cli", "index", str(corpus), "--store", str(store), "--json"],
-                          env=env, capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise SystemExit(f"mmrag index failed:\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout[proc.stdout.index("{"):]), wall
 
 
 def pick_changes(files: list[Path]) -> tuple[Path, Path]:

@@ -19,23 +19,22 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before faiss loads: spinning OpenMP barriers on a
 # busy 2-core machine made OPQ training 5x slower with 2 threads than with 1
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import resource  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import json
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
 
-import faiss  # noqa: E402
-import numpy as np  # noqa: E402
+import faiss
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from mmrag_core import codec  # noqa: E402
-from mmrag_core.shards import (RefineStore, encode_shard, merge_shards, read_shard, write_refine,  # noqa: E402
-                               write_shard)
-from mmrag_core.tombstones import Exclusion, search_index  # noqa: E402
+from mmrag_core import codec
+from mmrag_core.shards import RefineStore, encode_shard, merge_shards, read_shard, write_refine, write_shard
+from mmrag_core.tombstones import Exclusion, search_index
 
 DIM = 512
 K = 10

@@ -81,12 +81,14 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from flows.index_flow import index_flow
-
     settings = _settings(args, clip_model=args.clip_model, clip_pretrained=args.clip_pretrained,
                          ocr_lang=args.ocr_lang, num_cpus=args.num_cpus)
     t0 = time.perf_counter()
-    report = index_flow(args.source, settings.store, settings.model_dump(exclude_defaults=True), args.retrain)
+    report = _up_to_date_report(args, settings)
+    if report is None:
+        from flows.index_flow import index_flow  # Prefect, Ray and the models load only when there is work
+
+        report = index_flow(args.source, settings.store, settings.model_dump(exclude_defaults=True), args.retrain)
     wall = time.perf_counter() - t0
     if args.json:
         print(json.dumps({**report, "seconds_wall": round(wall, 3)}, indent=2))
@@ -95,6 +97,20 @@ def cmd_index(args: argparse.Namespace) -> int:
     else:
         print(f"\nnothing changed since snapshot {report['snapshot']} (LATEST unchanged); checked in {wall:.1f} s")
     return 1 if args.strict and report["manifest"]["failures"] else 0
+
+
+def _up_to_date_report(args: argparse.Namespace, settings: Settings) -> dict | None:
+    """Without a Prefect server (``PREFECT_API_URL``) every flow run starts a temporary local API, ~10 s
+    here; a re-run that finds nothing changed should cost the listing only, so check first."""
+    if args.retrain or os.environ.get("PREFECT_API_URL"):
+        return None
+    from mmrag_core.changes import check
+
+    work = check(args.source, settings)
+    if not work.up_to_date:
+        return None
+    return {"published": False, "snapshot": work.parent["id"], "manifest": work.parent,
+            "changes": work.changes.counts(), "flow_run": None}
 
 
 def _print_index_summary(m: dict, wall: float) -> None:

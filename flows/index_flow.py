@@ -10,13 +10,12 @@ from prefect import flow, get_run_logger
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from mmrag_core.catalog import CatalogDiff, diff_catalog
+from mmrag_core.changes import pending_work
 from mmrag_core.config import Settings, load_settings
 from mmrag_core.embed import config_key, record_key
-from mmrag_core.items import Failure
 from mmrag_core.persist import stored_record_key
 from mmrag_core.publishing import IndexRequest
-from mmrag_core.snapshot import SnapshotError, read_latest_manifest, read_table
+from mmrag_core.snapshot import SnapshotError, read_latest_manifest
 from mmrag_core.sources import DocRef
 from mmrag_core.store import open_store
 from tasks.embed import start_encoders
@@ -45,17 +44,6 @@ def index_flow(source: str, store: str | None = None, overrides: dict[str, Any] 
     return run_index(source, settings, retrain)
 
 
-def _fresh_reason(parent: dict | None, settings: Settings, retrain: bool) -> str | None:
-    """Why this run must train new codecs and encode every document again, or None."""
-    if retrain:
-        return "retrain requested"
-    if parent is None:
-        return "first snapshot of this store"
-    if parent.get("config_key") != config_key(settings):
-        return "model or extraction settings changed since the last snapshot"
-    return None
-
-
 def run_index(source: str, settings: Settings, retrain: bool = False) -> dict:
     """The body of ``index_flow`` (callable inside any flow run). Returns ``{"published", "snapshot",
     "manifest", "changes", ...}``; nothing is published when nothing changed since LATEST."""
@@ -65,17 +53,13 @@ def run_index(source: str, settings: Settings, retrain: bool = False) -> dict:
     found = discover_source(source, settings)
     log.info("discovered %d documents (%d refused, %d duplicate copies) in %s",
              len(found.docs), len(found.failures), len(found.duplicates), source)
-    parent = read_latest_manifest(store)
-    catalog = read_table(store, parent, "catalog.parquet") if parent else None
-    changes = diff_catalog(catalog, found.docs)
-    fresh = _fresh_reason(parent, settings, retrain)
+    work = pending_work(found, store, settings, retrain)
+    parent, changes, fresh, candidates = work.parent, work.changes, work.fresh, work.candidates
     log.info("since the last snapshot: %s%s", ", ".join(f"{n} {k}" for k, n in changes.counts().items()),
              f"; full rebuild: {fresh}" if fresh else "")
-    known = set() if fresh or catalog is None else set(catalog.column("sha256").to_pylist())
-    candidates = [d for d in found.docs if d.sha256 not in known]
     seconds_discover = time.perf_counter() - t_start
 
-    if not fresh and not candidates and _same_listing(changes, found.failures, parent):
+    if work.up_to_date:
         log.info("nothing changed since snapshot %s; LATEST stays", parent["id"])
         return {"published": False, "snapshot": parent["id"], "manifest": parent, "changes": changes.counts(),
                 "seconds_discover": round(seconds_discover, 3)}
@@ -126,15 +110,6 @@ def run_index(source: str, settings: Settings, retrain: bool = False) -> dict:
              manifest["id"], manifest["counts"]["items"], manifest["counts"]["documents"],
              manifest["counts"]["failures"], manifest["tombstones"])
     return {"published": True, "snapshot": manifest["id"], "manifest": manifest, "changes": changes.counts()}
-
-
-def _same_listing(changes: CatalogDiff, refusals: list[Failure], parent: dict | None) -> bool:
-    """True when the listing matches the parent's: no document added, changed or removed, and the same
-    files refused at discovery."""
-    if parent is None or changes.added or changes.changed or changes.removed:
-        return False
-    before = {(f["source_uri"], f["reason"]) for f in parent["failures"] if f["stage"] == "discover"}
-    return before == {(f.source_uri, f.reason) for f in refusals}
 
 
 def _process(todo: list[DocRef], settings: Settings, encoders: dict, key: str, image_live: bool,

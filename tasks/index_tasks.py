@@ -10,6 +10,7 @@ import ray
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from mmrag_core.changes import list_source
 from mmrag_core.config import Settings
 from mmrag_core.embed import image_inputs, text_inputs
 from mmrag_core.faults import crash_point
@@ -17,8 +18,8 @@ from mmrag_core.indexing import ShardJob, run_shard_job
 from mmrag_core.items import Failure
 from mmrag_core.persist import build_record, write_record
 from mmrag_core.publishing import Encoder, IndexRequest, compact_and_publish, index_and_publish
-from mmrag_core.sources import Discovery, DocRef, discover
-from mmrag_core.store import open_store, storage_options_for
+from mmrag_core.sources import Discovery, DocRef
+from mmrag_core.store import open_store
 from mmrag_core.stored_index import StoredShard
 from tasks.extract import extract_batch_remote
 
@@ -46,8 +47,7 @@ class BatchSummary:
 @task(name="discover", cache_policy=NO_CACHE)
 def discover_source(source: str, settings: Settings) -> Discovery:
     """List and hash the source's files."""
-    return discover(source, settings.include, settings.max_file_bytes,
-                    storage_options_for(source, settings.s3_endpoint_url))
+    return list_source(source, settings)
 
 
 @task(name="process-batch", cache_policy=NO_CACHE, task_run_name="process-batch-{batch_no}")
