@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from mmrag_core.config import Settings, load_settings
+from mmrag_core.lock import StoreLocked
 from mmrag_core.snapshot import NothingToPublish, SnapshotError
 
 
@@ -229,14 +230,16 @@ def cmd_snapshots(args: argparse.Namespace) -> int:
                 bad += 1
                 print(f"{sid}: FAILED - {e}")
         return 1 if bad else 0
+    from mmrag_core.lock import store_lock
     from mmrag_core.retention import plan_gc, run_gc
 
     keep_last = args.keep_last if args.keep_last is not None else settings.keep_last
     keep_days = args.keep_days if args.keep_days is not None else settings.keep_days
     grace = args.grace_seconds if args.grace_seconds is not None else settings.gc_grace_seconds
-    plan = plan_gc(store, keep_last, keep_days, grace)
-    verb = "would delete" if args.dry_run else "deleted"
-    deleted = len(plan.delete) if args.dry_run else run_gc(store, plan)
+    with store_lock(store, "mmrag snapshots gc", ttl=settings.lock_ttl_seconds, wait=settings.lock_wait_seconds):
+        plan = plan_gc(store, keep_last, keep_days, grace)
+        verb = "would delete" if args.dry_run else "deleted"
+        deleted = len(plan.delete) if args.dry_run else run_gc(store, plan)
     print(f"kept {len(plan.kept)} snapshot(s); {verb} {len(plan.dropped_snapshots)} snapshot(s) and {deleted} "
           f"object(s), {plan.bytes} bytes; {len(plan.young)} unreferenced unit(s) left within the grace period")
     return 0
@@ -273,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     except NothingToPublish as e:
         print(f"mmrag {args.command}: {e}", file=sys.stderr)
         return 1
+    except StoreLocked as e:
+        print(f"mmrag {args.command}: {e}", file=sys.stderr)
+        return 3
     except (FileNotFoundError, ValueError, SnapshotError) as e:
         print(f"mmrag {args.command}: {e}", file=sys.stderr)
         return 2

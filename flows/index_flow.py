@@ -13,11 +13,12 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from mmrag_core.changes import pending_work
 from mmrag_core.config import Settings, load_settings
 from mmrag_core.embed import config_key, record_key
+from mmrag_core.lock import store_lock
 from mmrag_core.persist import stored_record_key
 from mmrag_core.publishing import IndexRequest
 from mmrag_core.snapshot import SnapshotError, read_latest_manifest
 from mmrag_core.sources import DocRef
-from mmrag_core.store import open_store
+from mmrag_core.store import Store, open_store
 from tasks.embed import start_encoders
 from tasks.index_tasks import BatchSummary, compact_snapshot, discover_source, index_snapshot, process_batch
 from tasks.ray_runtime import ensure_ray
@@ -45,10 +46,16 @@ def index_flow(source: str, store: str | None = None, overrides: dict[str, Any] 
 
 
 def run_index(source: str, settings: Settings, retrain: bool = False) -> dict:
-    """The body of ``index_flow`` (callable inside any flow run). Returns ``{"published", "snapshot",
-    "manifest", "changes", ...}``; nothing is published when nothing changed since LATEST."""
-    log = get_run_logger()
+    """The body of ``index_flow`` (callable inside any flow run), holding the store's lock. Returns
+    ``{"published", "snapshot", "manifest", "changes", ...}``; nothing is published when nothing changed
+    since LATEST."""
     store = open_store(settings)
+    with store_lock(store, f"mmrag index {source}", ttl=settings.lock_ttl_seconds, wait=settings.lock_wait_seconds):
+        return _run_index_locked(source, settings, store, retrain)
+
+
+def _run_index_locked(source: str, settings: Settings, store: Store, retrain: bool) -> dict:
+    log = get_run_logger()
     t_start = time.perf_counter()
     found = discover_source(source, settings)
     log.info("discovered %d documents (%d refused, %d duplicate copies) in %s",
@@ -132,9 +139,11 @@ def _process(todo: list[DocRef], settings: Settings, encoders: dict, key: str, i
 def compact_flow(store: str | None = None, overrides: dict[str, Any] | None = None) -> dict:
     """Rewrite LATEST's shards without tombstones and publish the result as a new snapshot."""
     settings = load_settings(**{**(overrides or {}), **({"store": store} if store else {})})
-    parent = read_latest_manifest(open_store(settings))
-    if parent is None:
-        raise SnapshotError(f"no snapshot published in store {settings.store}; nothing to compact")
-    manifest = compact_snapshot(settings, parent)
+    store = open_store(settings)
+    with store_lock(store, "mmrag compact", ttl=settings.lock_ttl_seconds, wait=settings.lock_wait_seconds):
+        parent = read_latest_manifest(store)
+        if parent is None:
+            raise SnapshotError(f"no snapshot published in store {settings.store}; nothing to compact")
+        manifest = compact_snapshot(settings, parent)
     get_run_logger().info("published compacted snapshot %s (from %s)", manifest["id"], parent["id"])
     return manifest

@@ -93,6 +93,12 @@ class Settings(BaseSettings):
     compact_max_shards: int = Field(8, description="Compact automatically when a space has more shards than this.")
     compact_tombstone_fraction: float = Field(0.2, description="Compact automatically past this fraction of tombstoned vectors.")
 
+    # --- one writer per store ---
+    lock_wait_seconds: float = Field(
+        0.0, description="How long a run waits for another run on the same store to finish (0: exit at once with a message)."
+    )
+    lock_ttl_seconds: float = Field(300.0, description="A lock not renewed for this long (holder dead) is taken over.")
+
     # --- snapshot retention ---
     keep_last: int = Field(5, description="Snapshots always kept by gc (newest first), besides LATEST.")
     keep_days: float = Field(7.0, description="Snapshots younger than this many days are kept by gc.")

@@ -169,6 +169,25 @@ class Store:
             Path(tmp).unlink(missing_ok=True)
             raise
 
+    def create_exclusive(self, key: str, data: bytes) -> None:
+        """Create an object only if it does not exist yet (O_EXCL locally, a conditional PUT with
+        ``If-None-Match: *`` on S3); FileExistsError otherwise. The primitive under the store lock."""
+        if self.remote:
+            try:
+                self.fs.pipe_file(self.path(key), data, mode="create")
+            except OSError as e:
+                if "pre-condition" in str(e).lower() or "precondition" in str(e).lower():
+                    raise FileExistsError(self.url(key)) from e
+                raise
+            return
+        path = Path(self.path(key))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
     def write_parquet(self, key: str, table: pa.Table) -> None:
         buf = io.BytesIO()
         pq.write_table(table, buf, compression="zstd")
