@@ -74,6 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("config", help="print the effective settings")
     _common(c)
+
+    for name, what in (("deploy", ("register the Prefect deployments (reindex, full-rebuild, compact, gc-snapshots) "
+                                   "with the server PREFECT_API_URL names")),
+                       ("worker", "serve the Prefect deployments: run their scheduled and UI-triggered flow runs")):
+        d = sub.add_parser(name, help=what)
+        d.add_argument("--source", help="default source of the scheduled re-index runs (settings.source, MMRAG_SOURCE)")
+        _common(d)
+        if name == "worker":
+            d.add_argument("--limit", type=int, help="flow runs executed at a time (settings.worker_limit)")
     return parser
 
 
@@ -87,9 +96,13 @@ def cmd_index(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     report = _up_to_date_report(args, settings)
     if report is None:
-        from flows.index_flow import index_flow  # Prefect, Ray and the models load only when there is work
+        # Prefect, Ray and the models load only when there is work.
+        from flows.index_flow import index_flow
+        from flows.params import overrides_of
+        from tasks.artifacts import progress_listener
 
-        report = index_flow(args.source, settings.store, settings.model_dump(exclude_defaults=True), args.retrain)
+        with progress_listener(_progress_bar):
+            report = index_flow(args.source, settings.store, overrides_of(settings), args.retrain)
     wall = time.perf_counter() - t0
     if args.json:
         print(json.dumps({**report, "seconds_wall": round(wall, 3)}, indent=2))
@@ -98,6 +111,20 @@ def cmd_index(args: argparse.Namespace) -> int:
     else:
         print(f"\nnothing changed since snapshot {report['snapshot']} (LATEST unchanged); checked in {wall:.1f} s")
     return 1 if args.strict and report["manifest"]["failures"] else 0
+
+
+def _progress_bar(done: int, total: int, elapsed: float) -> None:
+    """One line on stderr per finished batch: a bar, documents done, ETA (redrawn in place on a terminal)."""
+    from tasks.artifacts import format_eta
+
+    width = 30
+    filled = width * done // max(1, total)
+    line = (f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} docs, {elapsed:.0f} s, "
+            f"ETA {format_eta(done, total, elapsed)}")
+    if sys.stderr.isatty():
+        print(f"\r\033[K{line}", end="\n" if done >= total else "", file=sys.stderr, flush=True)
+    else:
+        print(line, file=sys.stderr, flush=True)
 
 
 def _up_to_date_report(args: argparse.Namespace, settings: Settings) -> dict | None:
@@ -247,12 +274,37 @@ def cmd_snapshots(args: argparse.Namespace) -> int:
 
 def cmd_compact(args: argparse.Namespace) -> int:
     from flows.index_flow import compact_flow
+    from flows.params import overrides_of
 
     settings = _settings(args)
-    m = compact_flow(settings.store, settings.model_dump(exclude_defaults=True))
+    m = compact_flow(settings.store, overrides_of(settings))
     print(f"snapshot {m['id']} published (compaction of {m['parent']})")
     for space, meta in m["spaces"].items():
         print("  " + _space_line(space, meta))
+    return 0
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from flows.deployments import build_deployments, deployment_specs, register
+
+    settings = _settings(args)
+    ids = register(build_deployments(settings, args.source))
+    specs = {s.name: s for s in deployment_specs(settings, args.source)}
+    for full_name, dep_id in ids.items():
+        spec = specs[full_name.split("/", 1)[1]]
+        when = "on demand" if not spec.cron else f"cron '{spec.cron}' {settings.schedule_timezone}" + (
+            "" if spec.schedule_active else " (inactive: no default source; give --source or MMRAG_SOURCE)")
+        print(f"{full_name}  {dep_id}  {when}")
+    print(f"registered {len(ids)} deployments (store {settings.store}); run them with: mmrag worker")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from flows.deployments import build_deployments, serve_deployments
+
+    settings = _settings(args)
+    serve_deployments(build_deployments(settings, args.source),
+                      args.limit if args.limit is not None else settings.worker_limit)
     return 0
 
 
@@ -269,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     args = build_parser().parse_args(argv)
     handler = {"index": cmd_index, "query": cmd_query, "eval": cmd_eval, "snapshots": cmd_snapshots,
-               "compact": cmd_compact, "config": cmd_config}[args.command]
+               "compact": cmd_compact, "config": cmd_config, "deploy": cmd_deploy, "worker": cmd_worker}[args.command]
 
     try:
         return handler(args)

@@ -1,8 +1,12 @@
 """The indexing flows: discover -> diff with LATEST -> (extract -> embed -> persist) the new documents on
-Ray -> encode them into shards, tombstone what left -> publish a snapshot. And compaction."""
+Ray -> encode them into shards, tombstone what left -> publish a snapshot. And compaction.
+
+Their parameters are typed (``flows.params``), so the Prefect UI shows a deployment's run parameters as a form;
+each run publishes its progress, a summary and its failures as Prefect artifacts (``tasks.artifacts``)."""
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from typing import Any
 
 import ray
@@ -10,18 +14,21 @@ from prefect import flow, get_run_logger
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.params import SettingsOverrides, run_settings
 from mmrag_core.changes import pending_work
-from mmrag_core.config import Settings, load_settings
+from mmrag_core.config import Settings
 from mmrag_core.embed import config_key, record_key
 from mmrag_core.lock import store_lock
 from mmrag_core.persist import stored_record_key
 from mmrag_core.publishing import IndexRequest
-from mmrag_core.snapshot import SnapshotError, read_latest_manifest
+from mmrag_core.snapshot import NothingToPublish, SnapshotError, read_latest_manifest
 from mmrag_core.sources import DocRef
 from mmrag_core.store import Store, open_store
+from tasks.artifacts import RunProgress, format_eta, publish_index_artifacts
 from tasks.embed import start_encoders
 from tasks.index_tasks import BatchSummary, compact_snapshot, discover_source, index_snapshot, process_batch
 from tasks.ray_runtime import ensure_ray
+from tasks.retries import retry_options
 
 
 def _batches(docs: list[DocRef], size: int) -> list[list[DocRef]]:
@@ -30,28 +37,37 @@ def _batches(docs: list[DocRef], size: int) -> list[list[DocRef]]:
     return [ordered[i : i + size] for i in range(0, len(ordered), size)]
 
 
-def _eta(done: int, total: int, elapsed: float) -> str:
-    if done == 0:
-        return "?"
-    left = elapsed / done * (total - done)
-    return f"{int(left // 60)}m{int(left % 60):02d}s"
-
-
 @flow(name="index", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=True)
-def index_flow(source: str, store: str | None = None, overrides: dict[str, Any] | None = None,
+def index_flow(source: str, store: str | None = None, overrides: SettingsOverrides | None = None,
                retrain: bool = False) -> dict:
-    """Index ``source`` into ``store`` incrementally and publish a snapshot; returns the run report."""
-    settings = load_settings(**{**(overrides or {}), **({"store": store} if store else {})})
-    return run_index(source, settings, retrain)
+    """Index a source incrementally and publish a snapshot (nothing when nothing changed); returns the report.
+
+    Args:
+        source: Folder, file or s3://bucket/prefix to index.
+        store: Store to publish into, a folder or s3://bucket/prefix (default: the worker's MMRAG_STORE).
+        overrides: Settings for this run only; an empty field keeps the worker's setting.
+        retrain: Train new codecs on the whole corpus and encode every document again.
+    """
+    return run_index(source, run_settings(store, overrides), retrain)
 
 
 def run_index(source: str, settings: Settings, retrain: bool = False) -> dict:
     """The body of ``index_flow`` (callable inside any flow run), holding the store's lock. Returns
     ``{"published", "snapshot", "manifest", "changes", ...}``; nothing is published when nothing changed
-    since LATEST."""
+    since LATEST. The run's summary and failures are published as artifacts of the flow run."""
     store = open_store(settings)
+    t0 = time.perf_counter()
     with store_lock(store, f"mmrag index {source}", ttl=settings.lock_ttl_seconds, wait=settings.lock_wait_seconds):
-        return _run_index_locked(source, settings, store, retrain)
+        try:
+            report = _run_index_locked(source, settings, store, retrain)
+        except NothingToPublish as e:
+            failures = [asdict(f) for f in e.failures]
+            publish_index_artifacts({"nothing_to_publish": True, "source": source, "failures": failures,
+                                     "seconds_total": round(time.perf_counter() - t0, 3)}, store.uri)
+            raise
+    report["seconds_total"] = round(time.perf_counter() - t0, 3)
+    publish_index_artifacts(report, store.uri)
+    return report
 
 
 def _run_index_locked(source: str, settings: Settings, store: Store, retrain: bool) -> dict:
@@ -112,7 +128,7 @@ def _run_index_locked(source: str, settings: Settings, store: Store, retrain: bo
         "seconds_embed_calls": round(total.seconds_embed, 3),
     }
     request = IndexRequest(found.docs, found.failures, models, key, config_key(settings), source, stats, bool(fresh))
-    manifest = index_snapshot(settings, request, parent)
+    manifest = index_snapshot.with_options(**retry_options(settings))(settings, request, parent)
     log.info("published snapshot %s: %d items from %d documents, %d failures, %d tombstones",
              manifest["id"], manifest["counts"]["items"], manifest["counts"]["documents"],
              manifest["counts"]["failures"], manifest["tombstones"])
@@ -121,29 +137,38 @@ def _run_index_locked(source: str, settings: Settings, store: Store, retrain: bo
 
 def _process(todo: list[DocRef], settings: Settings, encoders: dict, key: str, image_live: bool,
              log: Any) -> BatchSummary:
-    """Extract, embed and persist ``todo`` in batches on Ray; each document's record is its own marker."""
+    """Extract, embed and persist ``todo`` in batches on Ray; each document's record is its own marker. A batch
+    that fails on a transient error (I/O, a lost Ray worker) is retried; a bad file is a recorded failure."""
     batches = _batches(todo, max(1, settings.extract_batch_docs))
-    futures = [process_batch.submit(n, b, settings, encoders, key, image_live) for n, b in enumerate(batches)]
+    task = process_batch.with_options(**retry_options(settings))
+    futures = [task.submit(n, b, settings, encoders, key, image_live) for n, b in enumerate(batches)]
     total = BatchSummary()
+    progress = RunProgress(len(todo), f"extract and embed ({settings.store})")
     t0 = time.perf_counter()
     for fut in as_completed(futures):
         total.add(fut.result())
         elapsed = time.perf_counter() - t0
         log.info("[%d/%d docs] %d pages (%.1f pages/s), %d items, %d failures, ETA %s",
                  total.docs, len(todo), total.pages, total.pages / max(elapsed, 1e-9), total.items,
-                 len(total.failures), _eta(total.docs, len(todo), elapsed))
+                 len(total.failures), format_eta(total.docs, len(todo), elapsed))
+        progress.update(total.docs)
     return total
 
 
 @flow(name="compact", log_prints=True)
-def compact_flow(store: str | None = None, overrides: dict[str, Any] | None = None) -> dict:
-    """Rewrite LATEST's shards without tombstones and publish the result as a new snapshot."""
-    settings = load_settings(**{**(overrides or {}), **({"store": store} if store else {})})
+def compact_flow(store: str | None = None, overrides: SettingsOverrides | None = None) -> dict:
+    """Rewrite LATEST's shards without tombstones and publish the result as a new snapshot.
+
+    Args:
+        store: Store to compact, a folder or s3://bucket/prefix (default: the worker's MMRAG_STORE).
+        overrides: Settings for this run only; an empty field keeps the worker's setting.
+    """
+    settings = run_settings(store, overrides)
     store = open_store(settings)
     with store_lock(store, "mmrag compact", ttl=settings.lock_ttl_seconds, wait=settings.lock_wait_seconds):
         parent = read_latest_manifest(store)
         if parent is None:
             raise SnapshotError(f"no snapshot published in store {settings.store}; nothing to compact")
-        manifest = compact_snapshot(settings, parent)
+        manifest = compact_snapshot.with_options(**retry_options(settings))(settings, parent)
     get_run_logger().info("published compacted snapshot %s (from %s)", manifest["id"], parent["id"])
     return manifest

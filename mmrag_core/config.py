@@ -78,7 +78,27 @@ class Settings(BaseSettings):
     )
     num_cpus: int | None = Field(None, description="CPUs for a local Ray (default: all).")
     extract_batch_docs: int = Field(4, description="Documents per extraction task.")
-    embed_actors: int = Field(1, description="Embedding actors per model space.")
+    extract_num_cpus: float = Field(
+        1.0, gt=0, description="Ray CPU slots one extraction task reserves (tesseract runs one thread per task)."
+    )
+    extract_scheduling: Literal["SPREAD", "DEFAULT"] = Field(
+        "SPREAD", description="Ray placement of extraction tasks: SPREAD over every node, or DEFAULT (fill the local node first)."
+    )
+    embed_actors: int = Field(
+        1, ge=1, description="Embedding actors per model space; above 1 a pool spreads them over the cluster's nodes."
+    )
+    encoder_num_cpus: float = Field(
+        0.0, ge=0, description="Ray CPU slots an embedding actor reserves (0: none, so extraction keeps every core "
+        "of a local Ray); its torch threads are this many when >= 1, else the node's cores.",
+    )
+    encoder_num_gpus: float | None = Field(
+        None, ge=0, description="GPUs per embedding actor (fractions share one); default 1 with a cuda device, else 0."
+    )
+    shard_num_cpus: float = Field(1.0, gt=0, description="Ray CPU slots one shard-encoding task reserves.")
+    max_batches_in_flight: int | None = Field(
+        None, ge=1, description="Extraction batches submitted and not yet done (default: twice the batches the "
+        "cluster can run at once); bounds the flow's memory and Prefect task runs on a big corpus.",
+    )
 
     # --- vector index ---
     index_factory: str | None = Field(
@@ -98,6 +118,27 @@ class Settings(BaseSettings):
         0.0, description="How long a run waits for another run on the same store to finish (0: exit at once with a message)."
     )
     lock_ttl_seconds: float = Field(300.0, description="A lock not renewed for this long (holder dead) is taken over.")
+
+    # --- Prefect deployments, workers, retries ---
+    source: str | None = Field(
+        None, description="Default source (folder or s3://bucket/prefix) of the scheduled re-indexing deployments."
+    )
+    reindex_cron: str | None = Field("0 2 * * *", description="Cron of the 'reindex' deployment (unset or '': no schedule).")
+    full_rebuild_cron: str | None = Field(
+        "0 3 * * 0", description="Cron of the 'full-rebuild' deployment (retrain codecs; unset or '': no schedule)."
+    )
+    compact_cron: str | None = Field(None, description="Cron of the 'compact' deployment (unset or '': run on demand).")
+    gc_cron: str | None = Field("0 4 * * *", description="Cron of the 'gc-snapshots' deployment (unset or '': no schedule).")
+    schedule_timezone: str = Field("UTC", description="IANA time zone the deployment crons are read in.")
+    deploy_collision_strategy: Literal["ENQUEUE", "CANCEL_NEW"] = Field(
+        "ENQUEUE", description="What a deployment does with a run while its previous run is still going: queue or cancel it."
+    )
+    deploy_lock_wait_seconds: float = Field(
+        4 * 3600.0, description="How long a deployment run waits for another run on the same store (CLI: lock_wait_seconds)."
+    )
+    worker_limit: int | None = Field(1, description="Flow runs one 'mmrag worker' executes at a time (unset: no limit).")
+    task_retries: int = Field(3, description="Retries of an indexing task that failed on a transient error (I/O, network, a lost Ray worker).")
+    task_retry_delay_seconds: float = Field(10.0, description="Delay before the first retry; it doubles with each retry.")
 
     # --- snapshot retention ---
     keep_last: int = Field(5, description="Snapshots always kept by gc (newest first), besides LATEST.")
