@@ -257,18 +257,14 @@ def cmd_snapshots(args: argparse.Namespace) -> int:
                 bad += 1
                 print(f"{sid}: FAILED - {e}")
         return 1 if bad else 0
-    from mmrag_core.lock import store_lock
-    from mmrag_core.retention import plan_gc, run_gc
+    from mmrag_core.retention import collect_garbage
 
-    keep_last = args.keep_last if args.keep_last is not None else settings.keep_last
-    keep_days = args.keep_days if args.keep_days is not None else settings.keep_days
-    grace = args.grace_seconds if args.grace_seconds is not None else settings.gc_grace_seconds
-    with store_lock(store, "mmrag snapshots gc", ttl=settings.lock_ttl_seconds, wait=settings.lock_wait_seconds):
-        plan = plan_gc(store, keep_last, keep_days, grace)
-        verb = "would delete" if args.dry_run else "deleted"
-        deleted = len(plan.delete) if args.dry_run else run_gc(store, plan)
-    print(f"kept {len(plan.kept)} snapshot(s); {verb} {len(plan.dropped_snapshots)} snapshot(s) and {deleted} "
-          f"object(s), {plan.bytes} bytes; {len(plan.young)} unreferenced unit(s) left within the grace period")
+    plan = collect_garbage(store, settings, "mmrag snapshots gc", args.keep_last, args.keep_days, args.grace_seconds,
+                           args.dry_run)
+    verb = "would delete" if args.dry_run else "deleted"
+    print(f"kept {len(plan.kept)} snapshot(s); {verb} {len(plan.dropped_snapshots)} snapshot(s) and "
+          f"{len(plan.delete)} object(s), {plan.bytes} bytes; {len(plan.young)} unreferenced unit(s) left within "
+          "the grace period")
     return 0
 
 

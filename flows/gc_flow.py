@@ -5,8 +5,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from flows.params import SettingsOverrides, run_settings
-from mmrag_core.lock import store_lock
-from mmrag_core.retention import plan_gc, run_gc
+from mmrag_core.retention import collect_garbage
 from mmrag_core.store import open_store
 from tasks.artifacts import publish_gc_artifact
 
@@ -27,12 +26,8 @@ def gc_flow(store: str | None = None, keep_last: int | None = None, keep_days: f
     """
     settings = run_settings(store, overrides)
     st = open_store(settings)
-    keep_last = settings.keep_last if keep_last is None else keep_last
-    keep_days = settings.keep_days if keep_days is None else keep_days
-    grace = settings.gc_grace_seconds if grace_seconds is None else grace_seconds
-    with store_lock(st, "mmrag gc flow", ttl=settings.lock_ttl_seconds, wait=settings.lock_wait_seconds):
-        plan = plan_gc(st, keep_last, keep_days, grace)
-        deleted = len(plan.delete) if dry_run else run_gc(st, plan)
+    plan = collect_garbage(st, settings, "mmrag gc flow", keep_last, keep_days, grace_seconds, dry_run)
+    deleted = len(plan.delete)
     result = {"kept": plan.kept, "dropped_snapshots": plan.dropped_snapshots, "deleted": deleted,
               "bytes": plan.bytes, "young": len(plan.young), "dry_run": dry_run}
     get_run_logger().info("gc of %s: kept %d snapshot(s), %s %d snapshot(s) and %d object(s), %d bytes", st.uri,

@@ -28,7 +28,7 @@ def crash_point(name: str) -> None:
 
 
 def session_pids(sid: int) -> list[int]:
-    """Pids of every process in session ``sid``."""
+    """Pids of every live (not zombie) process in session ``sid``."""
     pids = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -38,7 +38,7 @@ def session_pids(sid: int) -> list[int]:
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[3]) == sid:  # fields after "(comm)": state ppid pgrp session ...
+        if int(fields[3]) == sid and fields[0] != "Z":  # after "(comm)": state ppid pgrp session ...
             pids.append(int(entry))
     return pids
 

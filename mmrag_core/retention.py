@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from mmrag_core.config import Settings
+from mmrag_core.lock import store_lock
 from mmrag_core.snapshot import read_manifest, read_table
 from mmrag_core.store import CODECS, DOCS, MANIFEST, SHARDS, SNAPSHOTS, Store, doc_key
 
@@ -87,3 +89,17 @@ def run_gc(store: Store, plan: GcPlan) -> int:
     for key in ordered:
         store.delete(key)
     return len(ordered)
+
+
+def collect_garbage(store: Store, settings: Settings, who: str, keep_last: int | None = None,
+                    keep_days: float | None = None, grace_seconds: float | None = None,
+                    dry_run: bool = False) -> GcPlan:
+    """Plan and (unless ``dry_run``) run gc under the store lock; unset arguments come from ``settings``."""
+    keep_last = settings.keep_last if keep_last is None else keep_last
+    keep_days = settings.keep_days if keep_days is None else keep_days
+    grace = settings.gc_grace_seconds if grace_seconds is None else grace_seconds
+    with store_lock(store, who, ttl=settings.lock_ttl_seconds, wait=settings.lock_wait_seconds):
+        plan = plan_gc(store, keep_last, keep_days, grace)
+        if not dry_run:
+            run_gc(store, plan)
+    return plan

@@ -22,6 +22,7 @@ import urllib.request
 from pathlib import Path
 from typing import Self
 
+from mmrag_core.faults import session_pids
 from tests.s3server import _free_ports, _set_parent_death_signal
 
 # Never route the readiness poll of 127.0.0.1 through an HTTP(S)_PROXY from the environment.
@@ -30,22 +31,6 @@ _NO_PROXY_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 class PrefectServerError(RuntimeError):
     pass
-
-
-def session_pids(sid: int) -> list[int]:
-    """Live (not zombie) processes of session ``sid``."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()  # state ppid pgrp session ...
-        except OSError:
-            continue
-        if int(fields[3]) == sid and fields[0] != "Z":
-            pids.append(int(entry))
-    return pids
 
 
 class Background:
