@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian packages mmrag needs (tesseract-ocr with English + OSD) when they are missing.
+# Installs the Debian packages mmrag needs when they are missing: tesseract-ocr with English + OSD, and
+# docker-compose, with which the tests check infra/compose.yaml (it parses the file; no Docker engine needed).
 set -euo pipefail
 need=()
 command -v tesseract >/dev/null 2>&1 || need+=(tesseract-ocr)
@@ -8,6 +9,7 @@ if command -v tesseract >/dev/null 2>&1; then
   grep -qx eng <<<"$langs" || need+=(tesseract-ocr-eng)
   grep -qx osd <<<"$langs" || need+=(tesseract-ocr-osd)
 fi
+command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 [ ${#need[@]} -eq 0 ] && exit 0
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -1,13 +1,16 @@
-"""Embedding actors: each loads its model once and encodes many batches."""
+"""Embedding actors: each loads its model once and encodes many batches; a pool spreads them over nodes."""
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 
 import numpy as np
 import ray
 
 from mmrag_core.config import Settings
 from mmrag_core.models import ModelUnavailable
+from tasks.ray_runtime import encoder_gpus
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +23,10 @@ class _EncoderActor:
 
         import torch
 
-        # Ray pins OMP_NUM_THREADS=1 in workers; a model actor should use the machine's cores.
-        torch.set_num_threads(max(1, settings.num_cpus or os.cpu_count() or 1))
+        # Ray pins OMP_NUM_THREADS to the actor's CPU slots (1 with none); a model actor should use the cores
+        # it reserved, or the node's when it reserved none.
+        reserved = int(settings.encoder_num_cpus)
+        torch.set_num_threads(max(1, reserved or settings.num_cpus or os.cpu_count() or 1))
         self.space = space
         self.model_config = settings.clip_model_config
         self.encoder = None
@@ -50,6 +55,10 @@ class _EncoderActor:
             desc["model_config"] = self.model_config
         return desc
 
+    def node_id(self) -> str:
+        """The Ray node this actor lives on."""
+        return ray.get_runtime_context().get_node_id()
+
     def encode(self, inputs: list) -> np.ndarray:
         if self.encoder is None:
             raise RuntimeError(f"{self.space} space is skipped: {self.skipped}")
@@ -58,12 +67,60 @@ class _EncoderActor:
         return self.encoder.encode_images(inputs)
 
 
-# num_cpus=0: a model actor holds no CPU slot, so extraction tasks keep every core while it idles.
+# num_cpus=0 by default: a model actor holds no CPU slot, so extraction tasks keep every core while it idles.
 EncoderActor = ray.remote(num_cpus=0)(_EncoderActor)
 
 
+class _EncoderPool:
+    """``embed_actors`` encoder actors of one space behind the interface of one (``describe``, ``encode``).
+
+    The actors are placed with SPREAD, so on a cluster they land on different nodes. A call's inputs are
+    cut into at most one part per actor (at least ``embed_batch_size`` inputs each) and sent to the least
+    busy actors, so one large batch uses them all and concurrent batches share them. The pool owns its
+    actors: killing the pool kills them (Ray ends an actor whose owner dies), so a caller that kills what
+    ``start_encoders`` gave it cleans up the same way for one actor or a pool.
+    """
+
+    def __init__(self, space: str, settings: Settings) -> None:
+        options = {"num_cpus": settings.encoder_num_cpus, "num_gpus": encoder_gpus(settings),
+                   "scheduling_strategy": "SPREAD"}
+        self.actors = [EncoderActor.options(**options).remote(space, settings) for _ in range(settings.embed_actors)]
+        self.busy = [0] * len(self.actors)  # inputs sent and not yet answered, per actor
+        self.min_part = max(1, settings.embed_batch_size)
+
+    async def describe(self) -> dict:
+        """The first actor's description, once every actor has loaded its model (all load the same one)."""
+        descs = await asyncio.gather(*[a.describe.remote() for a in self.actors])
+        return descs[0]
+
+    async def node_ids(self) -> list[str]:
+        """The Ray node of each actor."""
+        return list(await asyncio.gather(*[a.node_id.remote() for a in self.actors]))
+
+    async def encode(self, inputs: list) -> np.ndarray:
+        n_parts = max(1, min(len(self.actors), math.ceil(len(inputs) / self.min_part)))
+        size = max(1, math.ceil(len(inputs) / n_parts))
+        parts = [inputs[i : i + size] for i in range(0, len(inputs), size)] or [inputs]
+        chosen = sorted(range(len(self.actors)), key=lambda i: self.busy[i])[: len(parts)]
+        for i, part in zip(chosen, parts):
+            self.busy[i] += len(part)
+        try:
+            out = await asyncio.gather(*[self.actors[i].encode.remote(p) for i, p in zip(chosen, parts)])
+        finally:
+            for i, part in zip(chosen, parts):
+                self.busy[i] -= len(part)
+        return out[0] if len(out) == 1 else np.concatenate(out)
+
+
+# An async actor answers many calls at once; it only forwards them, so it needs no CPU slot.
+EncoderPool = ray.remote(num_cpus=0)(_EncoderPool)
+
+
 def start_encoders(settings: Settings) -> dict[str, ray.actor.ActorHandle]:
-    """One actor per space (``text`` always; ``image`` when CLIP is enabled)."""
+    """One encoder per space (``text`` always; ``image`` when CLIP is enabled): a single actor, or a pool
+    of ``embed_actors`` when that is above 1. Both answer ``describe`` and ``encode``."""
     spaces = ["text"] + (["image"] if settings.clip_enabled else [])
-    gpu = 1 if settings.device.startswith("cuda") else 0
-    return {s: EncoderActor.options(num_gpus=gpu).remote(s, settings) for s in spaces}
+    if settings.embed_actors > 1:
+        return {s: EncoderPool.remote(s, settings) for s in spaces}
+    options = {"num_cpus": settings.encoder_num_cpus, "num_gpus": encoder_gpus(settings)}
+    return {s: EncoderActor.options(**options).remote(s, settings) for s in spaces}

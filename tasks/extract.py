@@ -1,6 +1,9 @@
 """Extraction (text layer, OCR, figures) of a batch of documents on Ray CPU workers."""
 from __future__ import annotations
 
+import socket
+from dataclasses import dataclass
+
 import ray
 
 from mmrag_core.config import Settings
@@ -10,12 +13,28 @@ from mmrag_core.sources import DocRef, local_path
 from mmrag_core.store import storage_options_for
 
 
+@dataclass
+class ExtractedBatch:
+    """A batch's results and where they were made: on a cluster, a slow or broken node is found by this."""
+
+    results: list[ExtractResult]
+    node_id: str
+    hostname: str
+
+
 @ray.remote(num_cpus=1)
-def extract_batch_remote(docs: list[DocRef], settings: Settings) -> list[ExtractResult]:
+def extract_batch_remote(docs: list[DocRef], settings: Settings) -> ExtractedBatch:
     """Extract each document; bad input comes back as failures, never as an exception."""
     count_tokens = load_token_counter(settings.text_model)
     results = []
     for d in docs:
         with local_path(d.uri, storage_options_for(d.uri, settings.s3_endpoint_url)) as path:
             results.append(extract_document(path, d.uri, d.sha256, settings, count_tokens))
-    return results
+    return ExtractedBatch(results, ray.get_runtime_context().get_node_id(), socket.gethostname())
+
+
+def submit_extract(docs: list[DocRef], settings: Settings) -> ray.ObjectRef:
+    """Start one extraction task with the configured CPU slots and placement (SPREAD: over every node)."""
+    return extract_batch_remote.options(
+        num_cpus=settings.extract_num_cpus, scheduling_strategy=settings.extract_scheduling
+    ).remote(docs, settings)

@@ -3,6 +3,7 @@ publish, compact."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -21,7 +22,7 @@ from mmrag_core.publishing import Encoder, IndexRequest, compact_and_publish, in
 from mmrag_core.sources import Discovery, DocRef
 from mmrag_core.store import open_store
 from mmrag_core.stored_index import StoredShard
-from tasks.extract import extract_batch_remote
+from tasks.extract import submit_extract
 
 
 @dataclass
@@ -36,12 +37,14 @@ class BatchSummary:
     seconds_embed: float = 0.0
     seconds_ocr: float = 0.0
     failures: list[Failure] = field(default_factory=list)
+    # Documents extracted per Ray node id: shows how the work spread over a cluster.
+    nodes: dict[str, int] = field(default_factory=dict)
 
     def add(self, other: BatchSummary) -> None:
-        """Accumulate another batch's counts, times and failures into this one."""
+        """Accumulate another batch's counts, times, failures and nodes into this one."""
         for f in fields(self):
             mine, theirs = getattr(self, f.name), getattr(other, f.name)
-            setattr(self, f.name, mine + theirs)
+            setattr(self, f.name, dict(Counter(mine) + Counter(theirs)) if f.name == "nodes" else mine + theirs)
 
 
 @task(name="discover", cache_policy=NO_CACHE)
@@ -58,8 +61,11 @@ def process_batch(
     store = open_store(settings)
     out = BatchSummary(docs=len(docs))
     t0 = time.perf_counter()
-    results = ray.get(extract_batch_remote.remote(docs, settings))
+    batch = ray.get(submit_extract(docs, settings))
+    results = batch.results
     out.seconds_extract = time.perf_counter() - t0
+    out.nodes = {batch.node_id: len(docs)}
+    where = {"ray_node_id": batch.node_id, "hostname": batch.hostname}
     t1 = time.perf_counter()
     text_ids, texts, img_ids, imgs = [], [], [], []
     for r in results:
@@ -88,7 +94,8 @@ def process_batch(
         t_off += len(t_ids)
         i_off += len(i_ids)
         # A document that failed is recorded too, so an unchanged bad file is not retried every run.
-        write_record(store, build_record(doc.sha256, doc.uri, r.items, vectors, r.failures, record_key, r.stats))
+        write_record(store, build_record(doc.sha256, doc.uri, r.items, vectors, r.failures, record_key,
+                                         {**r.stats, **where}))
         crash_point("record-written")
         out.items += len(r.items)
         out.failures.extend(r.failures)
@@ -102,7 +109,8 @@ def _run_shard_job_remote(settings: Settings, job: ShardJob) -> StoredShard:
 
 def ray_encoder(settings: Settings) -> Encoder:
     """Encode shard jobs in parallel, one Ray task each (a task reads its documents' vectors itself)."""
-    return lambda jobs: ray.get([_run_shard_job_remote.remote(settings, job) for job in jobs])
+    remote = _run_shard_job_remote.options(num_cpus=settings.shard_num_cpus)
+    return lambda jobs: ray.get([remote.remote(settings, job) for job in jobs])
 
 
 @task(name="index-and-publish", cache_policy=NO_CACHE)

@@ -35,3 +35,18 @@ def ensure_ray(settings: Settings) -> None:
 def cluster_cpus() -> int:
     """CPUs Ray can schedule on (at least 1)."""
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def batches_in_flight(settings: Settings) -> int:
+    """How many extraction batches to keep submitted: ``max_batches_in_flight``, else twice what the cluster
+    runs at once, so a finished task always finds the next one queued while the rest wait in the flow."""
+    if settings.max_batches_in_flight:
+        return settings.max_batches_in_flight
+    return max(2, 2 * int(cluster_cpus() / settings.extract_num_cpus))
+
+
+def encoder_gpus(settings: Settings) -> float:
+    """GPUs per embedding actor: ``encoder_num_gpus``, else one whole GPU when the device is cuda."""
+    if settings.encoder_num_gpus is not None:
+        return settings.encoder_num_gpus
+    return 1.0 if settings.device.startswith("cuda") else 0.0
