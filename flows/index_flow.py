@@ -11,7 +11,6 @@ from typing import Any
 
 import ray
 from prefect import flow, get_run_logger
-from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.params import SettingsOverrides, run_settings
@@ -27,7 +26,8 @@ from mmrag_core.store import Store, open_store
 from tasks.artifacts import RunProgress, format_eta, publish_index_artifacts
 from tasks.embed import start_encoders
 from tasks.index_tasks import BatchSummary, compact_snapshot, discover_source, index_snapshot, process_batch
-from tasks.ray_runtime import ensure_ray
+from tasks.backpressure import bounded_results
+from tasks.ray_runtime import batches_in_flight, ensure_ray
 from tasks.retries import retry_options
 
 
@@ -37,7 +37,11 @@ def _batches(docs: list[DocRef], size: int) -> list[list[DocRef]]:
     return [ordered[i : i + size] for i in range(0, len(ordered), size)]
 
 
-@flow(name="index", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=True)
+# Batch tasks mostly wait on Ray, so a thread each is cheap; ``batches_in_flight`` decides how many run.
+MAX_BATCH_THREADS = 64
+
+
+@flow(name="index", task_runner=ThreadPoolTaskRunner(max_workers=MAX_BATCH_THREADS), log_prints=True)
 def index_flow(source: str, store: str | None = None, overrides: SettingsOverrides | None = None,
                retrain: bool = False) -> dict:
     """Index a source incrementally and publish a snapshot (nothing when nothing changed); returns the report.
@@ -88,12 +92,14 @@ def _run_index_locked(source: str, settings: Settings, store: Store, retrain: bo
                 "seconds_discover": round(seconds_discover, 3)}
 
     models, key = (parent["models"], parent["record_key"]) if parent else ({}, "")
-    total, todo, reused = BatchSummary(), [], 0
+    total, todo, reused, seconds_start = BatchSummary(), [], 0, 0.0
     t_proc = time.perf_counter()
     if candidates:
         ensure_ray(settings)
         encoders = start_encoders(settings)
         models = {space: ray.get(actor.describe.remote()) for space, actor in encoders.items()}
+        seconds_start = time.perf_counter() - t_proc
+        log.info("Ray and the encoders ready in %.1f s", seconds_start)
         if "image" not in models:
             models["image"] = {"skipped": "CLIP disabled by configuration (MMRAG_CLIP_MODEL=off)"}
         image_live = "skipped" not in models["image"]
@@ -123,6 +129,7 @@ def _run_index_locked(source: str, settings: Settings, store: Store, retrain: bo
         "items_processed": total.items,
         "seconds_discover": round(seconds_discover, 3),
         "seconds_processing": round(time.perf_counter() - t_proc, 3),
+        "seconds_start_workers": round(seconds_start, 3),
         "seconds_extract_tasks": round(total.seconds_extract, 3),
         "seconds_ocr": round(total.seconds_ocr, 3),
         "seconds_embed_calls": round(total.seconds_embed, 3),
@@ -141,12 +148,15 @@ def _process(todo: list[DocRef], settings: Settings, encoders: dict, key: str, i
     that fails on a transient error (I/O, a lost Ray worker) is retried; a bad file is a recorded failure."""
     batches = _batches(todo, max(1, settings.extract_batch_docs))
     task = process_batch.with_options(**retry_options(settings))
-    futures = [task.submit(n, b, settings, encoders, key, image_live) for n, b in enumerate(batches)]
+    limit = min(batches_in_flight(settings), MAX_BATCH_THREADS)
     total = BatchSummary()
     progress = RunProgress(len(todo), f"extract and embed ({settings.store})")
     t0 = time.perf_counter()
-    for fut in as_completed(futures):
-        total.add(fut.result())
+    # A bounded number of batches submitted at a time: a million documents never become a million task runs
+    # (nor a million batches' extraction output) in this process at once.
+    submit = lambda n, batch: task.submit(n, batch, settings, encoders, key, image_live)  # noqa: E731
+    for summary in bounded_results(submit, batches, limit):
+        total.add(summary)
         elapsed = time.perf_counter() - t0
         log.info("[%d/%d docs] %d pages (%.1f pages/s), %d items, %d failures, ETA %s",
                  total.docs, len(todo), total.pages, total.pages / max(elapsed, 1e-9), total.items,

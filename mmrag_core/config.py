@@ -97,7 +97,7 @@ class Settings(BaseSettings):
     shard_num_cpus: float = Field(1.0, gt=0, description="Ray CPU slots one shard-encoding task reserves.")
     max_batches_in_flight: int | None = Field(
         None, ge=1, description="Extraction batches submitted and not yet done (default: twice the batches the "
-        "cluster can run at once); bounds the flow's memory and Prefect task runs on a big corpus.",
+        "cluster can run at once, at most 64); bounds the flow's memory and Prefect task runs on a big corpus.",
     )
 
     # --- vector index ---

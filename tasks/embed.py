@@ -68,7 +68,9 @@ class _EncoderActor:
 
 
 # num_cpus=0 by default: a model actor holds no CPU slot, so extraction tasks keep every core while it idles.
-EncoderActor = ray.remote(num_cpus=0)(_EncoderActor)
+# Encoding is a pure function of its inputs, so an actor lost with its node is restarted (reloading its model)
+# and the calls it had are retried there: a lost worker costs a reload, not the run.
+EncoderActor = ray.remote(num_cpus=0, max_restarts=2, max_task_retries=2)(_EncoderActor)
 
 
 class _EncoderPool:
@@ -113,7 +115,7 @@ class _EncoderPool:
 
 
 # An async actor answers many calls at once; it only forwards them, so it needs no CPU slot.
-EncoderPool = ray.remote(num_cpus=0)(_EncoderPool)
+EncoderPool = ray.remote(num_cpus=0, max_restarts=2, max_task_retries=2)(_EncoderPool)
 
 
 def start_encoders(settings: Settings) -> dict[str, ray.actor.ActorHandle]:

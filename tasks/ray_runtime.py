@@ -16,7 +16,8 @@ _WORKER_ENV = ("OMP_THREAD_LIMIT", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "MM
 
 
 def ensure_ray(settings: Settings) -> None:
-    """Join ``settings.ray_address`` (or RAY_ADDRESS) or start a local Ray without a dashboard."""
+    """Join ``settings.ray_address`` (or RAY_ADDRESS) or start a local Ray without a dashboard, and start
+    warming one extraction worker per slot while the caller loads its models."""
     if ray.is_initialized():
         return
     env = {k: os.environ[k] for k in _WORKER_ENV if k in os.environ}
@@ -30,6 +31,9 @@ def ensure_ray(settings: Settings) -> None:
         # worker ~1.5 s of setup on this machine.
         os.environ.update(env)
         ray.init(num_cpus=settings.num_cpus, include_dashboard=False, **kwargs)
+    from tasks.extract import warm_extract_workers  # the extraction libraries load only when Ray is used
+
+    warm_extract_workers(settings, max(1, int(cluster_cpus() / settings.extract_num_cpus)))
 
 
 def cluster_cpus() -> int:

@@ -274,6 +274,9 @@ from tasks.ray_runtime import ensure_ray
 settings = load_settings(clip_model="off", embed_actors=2, encoder_num_cpus=1, embed_batch_size=8)
 ensure_ray(settings)
 free = lambda: ray.available_resources().get("CPU", 0.0)
+deadline = time.monotonic() + 120
+while free() < 2.0 and time.monotonic() < deadline:  # ensure_ray's worker warm-up tasks hold slots briefly
+    time.sleep(0.5)
 before = free()
 pool = start_encoders(settings)["text"]
 desc = ray.get(pool.describe.remote())
