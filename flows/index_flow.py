@@ -24,9 +24,9 @@ from mmrag_core.snapshot import NothingToPublish, SnapshotError, read_latest_man
 from mmrag_core.sources import DocRef
 from mmrag_core.store import Store, open_store
 from tasks.artifacts import RunProgress, format_eta, publish_index_artifacts
+from tasks.backpressure import bounded_results
 from tasks.embed import start_encoders
 from tasks.index_tasks import BatchSummary, compact_snapshot, discover_source, index_snapshot, process_batch
-from tasks.backpressure import bounded_results
 from tasks.ray_runtime import batches_in_flight, ensure_ray
 from tasks.retries import retry_options
 
@@ -154,7 +154,9 @@ def _process(todo: list[DocRef], settings: Settings, encoders: dict, key: str, i
     t0 = time.perf_counter()
     # A bounded number of batches submitted at a time: a million documents never become a million task runs
     # (nor a million batches' extraction output) in this process at once.
-    submit = lambda n, batch: task.submit(n, batch, settings, encoders, key, image_live)  # noqa: E731
+    def submit(n: int, batch: list[DocRef]) -> Any:
+        return task.submit(n, batch, settings, encoders, key, image_live)
+
     for summary in bounded_results(submit, batches, limit):
         total.add(summary)
         elapsed = time.perf_counter() - t0
