@@ -59,7 +59,7 @@ def discover(source: str, include: list[str], max_file_bytes: int,
              storage_options: dict[str, Any] | None = None) -> Discovery:
     """List ``source`` recursively; hash files matching ``include`` (name globs, case-insensitive).
 
-    Hidden files are ignored; other files and files over ``max_file_bytes`` become failures.
+    Hidden files are ignored; other files, empty files and files over ``max_file_bytes`` become failures.
     """
     fs, root = fsspec.core.url_to_fs(source, **(storage_options or {}))
     if not fs.exists(root):
@@ -77,6 +77,9 @@ def discover(source: str, include: list[str], max_file_bytes: int,
             out.failures.append(Failure(uri, "discover", f"unsupported file type '.{ext}' (not in include patterns)"))
             continue
         size = int(fs.size(path))
+        if size == 0:  # refused here, so that a run of nothing but empty files starts no workers
+            out.failures.append(Failure(uri, "discover", "empty file (0 bytes)"))
+            continue
         if size > max_file_bytes:
             out.failures.append(
                 Failure(uri, "discover", f"file is {size} bytes, over the limit of {max_file_bytes} (max_file_bytes)")

@@ -154,7 +154,7 @@ def test_image_query_hits_the_image_space(run: dict) -> None:
 def test_unchanged_rerun_publishes_nothing(run: dict) -> None:
     proc = _run(["index", str(run["corpus"]), "--json"], run["env"])
     second = json.loads(proc.stdout[proc.stdout.index("{"):])
-    discovered = len(GOOD) + len(BAD) - 1  # the .docx is refused by the listing, not extracted
+    discovered = len(GOOD) + len(BAD) - 2  # the .docx and the empty file are refused by the listing, not extracted
     assert run["manifest"]["stats"]["changes"]["added"] == discovered
     assert second["published"] is False and second["snapshot"] == run["manifest"]["id"]
     assert second["changes"] == {"added": 0, "changed": 0, "removed": 0, "unchanged": discovered}

@@ -168,3 +168,13 @@ def test_local_path_copies_remote_files_and_cleans_up() -> None:
     with local_path("memory://bucket/doc.pdf") as p:
         assert p.endswith(".pdf") and Path(p).read_bytes() == b"%PDF-1.7 remote bytes"
     assert not Path(p).exists()
+
+
+def test_empty_files_are_refused_at_discovery(tmp_path: Path) -> None:
+    _write(tmp_path / "empty.pdf", b"")
+    _write(tmp_path / "a.pdf", b"%PDF not empty")
+    found = discover(str(tmp_path), INCLUDE, max_file_bytes=10_000)
+    assert [d.name for d in found.docs] == ["a.pdf"]
+    [failure] = found.failures
+    assert Path(failure.source_uri).name == "empty.pdf"
+    assert (failure.stage, failure.reason) == ("discover", "empty file (0 bytes)")
