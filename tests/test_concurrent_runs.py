@@ -25,13 +25,13 @@ def _start(corpus: Path, env: dict) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def test_two_runs_on_one_store(tmp_path: Path, test_data: Path) -> None:
+def test_two_runs_on_one_store(tmp_path: Path, test_data: Path, prefect_server) -> None:
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for rel in DOCS:
         shutil.copy(test_data / rel, corpus)
     store = tmp_path / "store"
-    env = {**os.environ, "MMRAG_STORE": str(store), "MMRAG_CLIP_MODEL": "off", "PREFECT_HOME": str(tmp_path / "ph")}
+    env = {**os.environ, "MMRAG_STORE": str(store), "MMRAG_CLIP_MODEL": "off", **prefect_server.env()}
     runs = [_start(corpus, env), _start(corpus, env)]
     outcomes = [(p.wait(timeout=900), *p.communicate()) for p in runs]
     assert sorted(rc for rc, _, _ in outcomes) == [0, 3], [err[-2000:] for _, _, err in outcomes]

@@ -1,7 +1,8 @@
 """kill -9 `mmrag index` at several stages and at a random moment, run it again, compare with an uninterrupted run.
 
-Every process of the job (CLI, Prefect's server, Ray head and workers) is SIGKILLed together, at injected
-points (MMRAG_CRASH_AT) and at a random moment. The resumed run must publish the same content: the same
+Every process of the job (the CLI, Ray head and workers) is SIGKILLed together, at injected points
+(MMRAG_CRASH_AT) and at a random moment; the runs report to a Prefect server that outlives them, as a
+deployment's runs do. The resumed run must publish the same content: the same
 documents with the same ids, the same items, the same search results; nothing lost, nothing twice.
 """
 from __future__ import annotations
@@ -55,14 +56,14 @@ def _content(store: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory, test_data: Path) -> dict:
+def setup(tmp_path_factory: pytest.TempPathFactory, test_data: Path, prefect_server) -> dict:
     base = tmp_path_factory.mktemp("crash")
     corpus = base / "corpus"
     corpus.mkdir()
     for rel in CORPUS:
         shutil.copy(test_data / rel, corpus)
     env = {**os.environ, "MMRAG_CLIP_MODEL": "off", "MMRAG_EXTRACT_BATCH_DOCS": "1",
-           "PREFECT_HOME": str(base / "prefect")}
+           **prefect_server.env()}
     reference = base / "reference"
     _ok(_index(corpus, reference, env))
     return {"base": base, "corpus": corpus, "env": env, "reference": _content(reference)}

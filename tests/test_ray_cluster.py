@@ -29,6 +29,7 @@ from mmrag_core.store import open_store
 from tasks import ray_runtime
 from tasks.backpressure import bounded_results
 from tasks.index_tasks import BatchSummary
+from tests.s3server import _free_ports
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).parent / "ray")
@@ -109,19 +110,6 @@ def test_resources_per_task_kind(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # ---- a real 2-node cluster ----------------------------------------------------------------------------
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 class RayNode:
@@ -240,13 +228,14 @@ def cluster():
 
 
 @pytest.mark.slow
-def test_index_flow_runs_on_both_nodes(cluster: dict, test_data: Path, tmp_path: Path) -> None:
+def test_index_flow_runs_on_both_nodes(cluster: dict, test_data: Path, tmp_path: Path,
+                                       prefect_server) -> None:
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for rel in CORPUS:
         shutil.copy(test_data / rel, corpus)
     env = {**cluster["env"], "MMRAG_CLIP_MODEL": "off", "MMRAG_EXTRACT_BATCH_DOCS": "1",
-           "PREFECT_HOME": str(tmp_path / "prefect"), "HF_HUB_OFFLINE": "1"}
+           **prefect_server.env(), "HF_HUB_OFFLINE": "1"}
     store = tmp_path / "store"
     proc = subprocess.run([sys.executable, "-m", "flows.cli", "index", str(corpus), "--store", str(store), "--json"],
                           env=env, cwd=REPO, capture_output=True, text=True, timeout=900, check=False)

@@ -27,14 +27,15 @@ def _mmrag(args: list[str], env: dict) -> dict:
     return json.loads(proc.stdout[proc.stdout.index("{"):])
 
 
-def test_index_and_query_on_s3(s3_env, s3_bucket: str, test_data: Path, tmp_path: Path) -> None:  # noqa: ANN001
+def test_index_and_query_on_s3(s3_env, s3_bucket: str, test_data: Path, tmp_path: Path,
+                               prefect_server) -> None:
     fs = s3fs.S3FileSystem(**s3_env.storage_options())
     for rel in DOCS:
         fs.put_file(str(test_data / rel), f"{s3_bucket}/src/{Path(rel).name}")
     source, store = f"s3://{s3_bucket}/src", f"s3://{s3_bucket}/index"
     env = {**os.environ, "MMRAG_STORE": store, "MMRAG_S3_ENDPOINT_URL": s3_env.endpoint_url,
            "MMRAG_CLIP_MODEL": "off", "MMRAG_CACHE_DIR": str(tmp_path / "cache"),
-           "PREFECT_HOME": str(tmp_path / "prefect")}
+           **prefect_server.env()}
 
     first = _mmrag(["index", source], env)
     m = first["manifest"]
