@@ -18,8 +18,9 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from typing import Any, NamedTuple
 
-import faiss
 import numpy as np
+
+from mmrag_core.faiss_runtime import faiss
 
 METRICS = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
 ID_BYTES = 8  # every IVF entry stores its int64 id beside the code

@@ -25,10 +25,10 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import faiss
 import numpy as np
 
 from mmrag_core.codec import DEFAULT_K_FACTOR, deserialize_codec, ivf_of
+from mmrag_core.faiss_runtime import faiss
 
 # ---- encoding ---------------------------------------------------------------------------------------------
 
@@ -56,6 +56,15 @@ def encode_shard(codec_bytes: bytes, ids: np.ndarray, vectors: np.ndarray) -> fa
     return index
 
 
+def vector_array(v: object, dtype: type) -> np.ndarray:
+    """A faiss std::vector as a numpy array. pymupdf's SWIG module also wraps std::vector<float>; imported
+    after faiss, its proxy class replaces faiss's (``pymupdf.mupdf.vectorf``), which faiss.vector_to_array
+    refuses. Such a proxy is still a sequence of the same floats."""
+    if type(v).__module__.startswith("faiss"):
+        return faiss.vector_to_array(v)
+    return np.asarray(v, dtype=dtype)
+
+
 def codec_fingerprint(index: faiss.Index) -> str:
     """A hash of what was trained (rotation, coarse centroids, PQ codebooks): shards merge only if equal."""
     h = hashlib.sha256(f"{type(index).__name__}:{index.d}:{index.metric_type}".encode())
@@ -64,13 +73,13 @@ def codec_fingerprint(index: faiss.Index) -> str:
             vt = faiss.downcast_VectorTransform(index.chain.at(i))
             h.update(type(vt).__name__.encode())
             if isinstance(vt, faiss.LinearTransform):
-                h.update(faiss.vector_to_array(vt.A).tobytes() + faiss.vector_to_array(vt.b).tobytes())
+                h.update(vector_array(vt.A, np.float32).tobytes() + vector_array(vt.b, np.float32).tobytes())
     ivf = ivf_of(index)
     if ivf is not None:
         h.update(f"{type(ivf).__name__}:{ivf.nlist}:{ivf.code_size}:{ivf.by_residual}".encode())
         h.update(ivf.quantizer.reconstruct_n(0, ivf.nlist).tobytes())
         if hasattr(ivf, "pq"):
-            h.update(faiss.vector_to_array(ivf.pq.centroids).tobytes())
+            h.update(vector_array(ivf.pq.centroids, np.float32).tobytes())
     return h.hexdigest()
 
 
@@ -121,7 +130,7 @@ def _merge_id_map(target: faiss.Index, shards: Sequence[faiss.Index], drop: np.n
     """IDMap2(Flat) and other id-mapped indexes: re-add the stored vectors (exact for Flat)."""
     seen: list[np.ndarray] = []
     for shard in shards:
-        ids = faiss.vector_to_array(shard.id_map)
+        ids = vector_array(shard.id_map, np.int64)
         vectors = faiss.downcast_index(shard.index).reconstruct_n(0, shard.ntotal)
         keep = _keep(ids, drop)
         if len(ids[keep]):

@@ -16,10 +16,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import faiss
 import numpy as np
 
 from mmrag_core.codec import CodecSpec, deserialize_codec, serialize_codec
+from mmrag_core.faiss_runtime import faiss
 from mmrag_core.faults import crash_point
 from mmrag_core.models.fingerprint import sha256_file
 from mmrag_core.shards import RefineStore, read_shard, write_refine, write_shard

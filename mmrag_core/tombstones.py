@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import faiss
 import numpy as np
 
 from mmrag_core.codec import ivf_of
+from mmrag_core.faiss_runtime import faiss
 from mmrag_core.shards import RefineStore, merge_shards
 
 

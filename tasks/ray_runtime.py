@@ -27,10 +27,19 @@ def ensure_ray(settings: Settings) -> None:
         log.info("joining Ray cluster at %s", settings.ray_address)
         ray.init(address=settings.ray_address, runtime_env={"env_vars": env}, **kwargs)
     else:
-        # A local Ray's workers inherit this process's environment; a runtime_env would cost every new
-        # worker ~1.5 s of setup on this machine.
+        # A local Ray's workers inherit the environment its processes start with; a runtime_env would cost
+        # every new worker ~1.5 s of setup on this machine. The driver gets its own environment back, so its
+        # faiss and torch keep every core (see mmrag_core.faiss_runtime).
+        saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
-        ray.init(num_cpus=settings.num_cpus, include_dashboard=False, **kwargs)
+        try:
+            ray.init(num_cpus=settings.num_cpus, include_dashboard=False, **kwargs)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
     from tasks.extract import warm_extract_workers  # the extraction libraries load only when Ray is used
 
     warm_extract_workers(settings, max(1, int(cluster_cpus() / settings.extract_num_cpus)))

@@ -172,3 +172,24 @@ def test_tune_flat_reports_exact_recall(data):
     index = encode_shard(codec.serialize_codec(train_codec(spec, data["base"][:10])), data["ids"], data["base"])
     nprobe, recall = codec.tune_nprobe(index, data["tune_q"], data["base"], data["ids"], spec=spec)
     assert nprobe is None and recall == 1.0
+
+
+def test_opq_under_omp_thread_limit_does_not_spin() -> None:
+    """With OMP_THREAD_LIMIT=1 (set for tesseract) faiss's OPQ training and encoding spun for minutes;
+    mmrag_core.faiss_runtime keeps faiss within the limit. Fresh process: the limit is read at start."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("from mmrag_core.codec import faiss; import numpy as np; "
+            "x = np.random.default_rng(0).random((3000, 16), 'float32'); "
+            "ix = faiss.index_factory(16, 'OPQ4,IVF8,PQ4x4'); ix.train(x); ix.add(x); ix.search(x[:100], 10); "
+            "print(faiss.omp_get_max_threads())")
+    env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
+    env.pop("OMP_NUM_THREADS", None)
+    # ~5 s here; without the fix the same run spins in the kernel for minutes.
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=90,
+                          check=False, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[-1] == "1"

@@ -277,3 +277,21 @@ def test_refined_search_with_tombstones(tmp_path, data, codecs):
     live = ~np.isin(data["ids"], dead)
     live_truth = codec.exact_neighbors(data["base"][live], data["ids"][live], data["queries"], 10)
     assert codec.recall_at_k(found, live_truth) >= 0.93  # its 8-byte codes alone give ~0.2
+
+
+def test_fingerprint_after_pymupdf_took_over_float_vectors() -> None:
+    """Importing pymupdf after faiss makes faiss hand out pymupdf's std::vector<float> proxy; fingerprints
+    and merges must not care (a Ray worker that extracted PDFs later merges shards)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import faiss, numpy as np; import pymupdf; from mmrag_core.shards import codec_fingerprint, vector_array; "
+            "ix = faiss.index_factory(8, 'OPQ2,IVF4,PQ2x4'); ix.train(np.random.default_rng(0).random((2000, 8), 'float32')); "
+            "pq = faiss.downcast_index(faiss.extract_index_ivf(ix)).pq.centroids; assert type(pq).__module__.startswith('pymupdf'), type(pq); "
+            "print(codec_fingerprint(ix)); print(vector_array(pq, np.float32).shape)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    fingerprint, shape = proc.stdout.split()[:2]
+    assert len(fingerprint) == 64 and shape == "(128,)"  # PQ2x4 of d=8: 2 x 16 centroids of 4 floats
