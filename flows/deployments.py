@@ -21,6 +21,7 @@ from prefect.schedules import Cron
 from prefect.settings import get_current_settings
 from prefect.types.entrypoint import EntrypointType
 
+from flows.eval_flow import evaluate_flow
 from flows.gc_flow import gc_flow
 from flows.index_flow import compact_flow, index_flow
 from mmrag_core.config import Settings
@@ -46,12 +47,15 @@ class DeploymentSpec:
 
 
 def deployment_specs(settings: Settings, source: str | None = None) -> list[DeploymentSpec]:
-    """The four deployments. Without a default ``source`` the re-indexing schedules are registered inactive:
-    a scheduled run would have nothing to index (a run from the UI names its source)."""
+    """The five deployments. Without a default ``source`` the re-indexing schedules are registered inactive:
+    a scheduled run would have nothing to index (a run from the UI names its source); likewise the evaluation
+    schedule without default queries and qrels files (``eval_queries``, ``eval_qrels``). Evaluation only
+    reads the store, so it waits for no lock."""
     source = source or settings.source
     wait = {"lock_wait_seconds": settings.deploy_lock_wait_seconds}
     store = {"store": settings.store}
     index_params = {**({"source": source} if source else {}), **store, "overrides": wait}
+    eval_files = {k: v for k, v in (("queries", settings.eval_queries), ("qrels", settings.eval_qrels)) if v}
     return [
         DeploymentSpec("reindex", index_flow, "Index what changed in the source and publish a snapshot.",
                        settings.reindex_cron or None, {**index_params, "retrain": False}, bool(source)),
@@ -61,6 +65,8 @@ def deployment_specs(settings: Settings, source: str | None = None) -> list[Depl
                        settings.compact_cron or None, {**store, "overrides": wait}),
         DeploymentSpec("gc-snapshots", gc_flow, "Delete snapshots outside the retention rule and unreferenced files.",
                        settings.gc_cron or None, {**store, "overrides": wait}),
+        DeploymentSpec("evaluate", evaluate_flow, "Measure LATEST's retrieval quality against relevance judgements.",
+                       settings.evaluate_cron or None, {**eval_files, **store, "overrides": {}}, len(eval_files) == 2),
     ]
 
 

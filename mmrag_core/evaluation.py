@@ -2,7 +2,8 @@
 
 Inputs:
 
-- ``queries.jsonl``: one JSON object a line with at least ``query_id`` and ``text`` (other keys ignored).
+- ``queries.jsonl``: one JSON object a line with at least ``query_id`` and ``text``, and optionally a reference
+  ``answer`` (used only by :func:`evaluate_answers`; other keys ignored).
 - ``qrels.tsv``: ``query_id<TAB>corpus_id<TAB>score`` with a header line; ``score`` is a graded relevance
   (> 0 is relevant). A ``corpus_id`` names a page, ``<doc_name>#p<page>`` (``doc_name`` = the file name
   without its extension, ``page`` 0-based), or a whole document, ``<doc_name>``: the level is read from
@@ -28,6 +29,10 @@ Metrics, averaged over the queries that have at least one relevant unit:
   divided by the DCG of the ideal ordering of the query's judged units;
 - latency p50/p99: wall time of one query (encode, search, fuse, hydrate; for BM25: tokenise and score),
   in ms, after one untimed warm-up query per system.
+
+Optionally (``mmrag eval --answers``), :func:`evaluate_answers` also generates a cited answer per query that
+has a reference answer and scores it with :mod:`mmrag_core.answer_metrics`: off by default, because a CPU
+takes seconds per answer.
 """
 from __future__ import annotations
 
@@ -36,12 +41,16 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from mmrag_core.answer_metrics import mean_of, score_answer
+from mmrag_core.answering import ask
+from mmrag_core.config import Settings
+from mmrag_core.generation import Generator
 from mmrag_core.lexical import PageBM25, page_id
 
 log = logging.getLogger(__name__)
@@ -60,9 +69,9 @@ Qrels = dict[str, dict[str, float]]  # query id -> unit id -> relevance grade (>
 # ---------------------------------------------------------------- loading
 
 
-def load_queries(path: str | Path) -> dict[str, str]:
-    """Query id -> query text, in file order, from a JSON-lines file."""
-    queries: dict[str, str] = {}
+def _query_lines(path: str | Path) -> Iterator[tuple[str, dict]]:
+    """(query id, the line's object) for each line of a queries file, checked: an id, a text, no repeats."""
+    seen: set[str] = set()
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
@@ -75,10 +84,21 @@ def load_queries(path: str | Path) -> dict[str, str]:
                                  f"({e})") from e
             if not isinstance(text, str) or not text.strip():
                 raise ValueError(f"{path}:{n}: query {qid} has no text")
-            if qid in queries:
+            if qid in seen:
                 raise ValueError(f"{path}:{n}: query id {qid} is repeated")
-            queries[qid] = text
-    return queries
+            seen.add(qid)
+            yield qid, obj
+
+
+def load_queries(path: str | Path) -> dict[str, str]:
+    """Query id -> query text, in file order, from a JSON-lines file."""
+    return {qid: obj["text"] for qid, obj in _query_lines(path)}
+
+
+def load_reference_answers(path: str | Path) -> dict[str, str]:
+    """Query id -> reference answer (the optional ``answer`` key of a query line), for the queries that have one."""
+    return {qid: str(obj["answer"]) for qid, obj in _query_lines(path)
+            if obj.get("answer") is not None and str(obj["answer"]).strip()}
 
 
 def load_qrels(path: str | Path) -> Qrels:
@@ -205,10 +225,12 @@ class Evaluation:
     snapshot: str
     queries: int
     notes: list[str] = field(default_factory=list)
+    answers: AnswerEvaluation | None = None  # with --answers only
 
     def to_json(self) -> dict:
-        return {"rows": self.rows, "snapshot": self.snapshot, "level": self.level, "queries": self.queries,
-                "recall_curves": self.curves, "notes": self.notes, "rankings": self.rankings}
+        out = {"rows": self.rows, "snapshot": self.snapshot, "level": self.level, "queries": self.queries,
+               "recall_curves": self.curves, "notes": self.notes, "rankings": self.rankings}
+        return {**out, "answers": self.answers.to_json()} if self.answers is not None else out
 
 
 def available_systems(engine) -> list[str]:
@@ -288,17 +310,109 @@ def evaluate(
     return Evaluation(rows, curves, rankings, level, engine.snapshot.id, len(run), notes)
 
 
+# ---------------------------------------------------------------- answers (optional: generation is slow on a CPU)
+
+ANSWER_HEADERS: tuple[str, ...] = ("generator", "answers", "EM", "number match", "ROUGE-L", "citation precision",
+                                   "cited", "invalid citations", "p50 s")
+
+
+@dataclass
+class AnswerEvaluation:
+    """Cited answers scored against reference answers (:mod:`mmrag_core.answer_metrics`): a summary row
+    (means over the answers where a metric applies) and one row per query."""
+
+    summary: dict
+    rows: list[dict]
+
+    def to_json(self) -> dict:
+        return {"summary": self.summary, "rows": self.rows}
+
+
+def evaluate_answers(
+    engine,
+    generator: Generator,
+    queries: Mapping[str, str],
+    references: Mapping[str, str],
+    qrels: Qrels,
+    settings: Settings,
+    limit: int | None = None,
+    on_answer: Callable[[int, int, dict], None] | None = None,
+) -> AnswerEvaluation:
+    """Answer each query that has a reference answer (the first ``limit`` of them) from its top
+    ``settings.answer_k`` hits, and score it; citation precision uses the query's qrels (pages or documents).
+    ``on_answer(done, total, row)`` is called after each answer (generation takes seconds per answer)."""
+    run = [q for q in queries if q in references][:limit]
+    if not run:
+        raise ValueError("no query has a reference answer (an 'answer' key in the queries file)")
+    rows = []
+    level = qrels_level(qrels)
+    for n, qid in enumerate(run, 1):
+        answer = ask(engine, queries[qid], generator, settings)
+        row = {"query_id": qid, "answer": answer.text, "reference": references[qid],
+               **score_answer(answer, references[qid], set(qrels.get(qid, {})), level), "citations": answer.citations,
+               "sources": [page_id(s.source_uri, s.page) for s in answer.sources], "seconds": round(answer.seconds, 2)}
+        rows.append(row)
+        if on_answer:
+            on_answer(n, len(run), row)
+    summary = {"generator": generator.name, "answers": len(rows),
+               **{m: mean_of(rows, m) for m in ("exact_match", "number_match", "rouge_l", "citation_precision")},
+               "cited": mean_of(rows, "cited"), "invalid_citations": sum(r["invalid_citations"] for r in rows),
+               "latency_p50_s": round(float(np.percentile([r["seconds"] for r in rows], 50)), 2)}
+    return AnswerEvaluation(summary, rows)
+
+
+def answers_markdown_table(summary: Mapping) -> str:
+    """The answer summary as a one-row markdown table ("-" where a metric never applied)."""
+    def cell(key: str) -> str:
+        return "-" if summary[key] is None else f"{summary[key]:.3f}"
+
+    cells = [summary["generator"], str(summary["answers"]), cell("exact_match"), cell("number_match"),
+             cell("rouge_l"), cell("citation_precision"), cell("cited"), str(summary["invalid_citations"]),
+             f"{summary['latency_p50_s']:.1f}"]
+    return _markdown(ANSWER_HEADERS, [cells])
+
+
+def run_evaluation(
+    settings: Settings,
+    queries_path: str | Path,
+    qrels_path: str | Path,
+    snapshot_id: str | None = None,
+    systems: Sequence[str] | None = None,
+    k: int = 10,
+    answers: bool = False,
+    answers_limit: int | None = None,
+    on_answer: Callable[[int, int, dict], None] | None = None,
+) -> Evaluation:
+    """Evaluate retrieval of the store's LATEST (or a pinned) snapshot and, with ``answers``, the cited
+    answers of the configured generator (``mmrag eval`` and the ``evaluate`` flow)."""
+    from mmrag_core.engines import open_engine
+    from mmrag_core.generation import make_generator
+
+    queries, qrels = load_queries(queries_path), load_qrels(qrels_path)
+    references = load_reference_answers(queries_path) if answers else {}
+    if answers and not references:
+        raise ValueError(f"{queries_path} has no reference answers ('answer' keys) for --answers")
+    engine = open_engine(settings, snapshot_id)
+    result = evaluate(engine, queries, qrels, systems, k=k)
+    if answers:
+        result.answers = evaluate_answers(engine, make_generator(settings), queries, references, qrels, settings,
+                                          answers_limit, on_answer)
+    return result
+
+
 # ---------------------------------------------------------------- output
+
+
+def _markdown(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A GitHub-flavoured markdown table, the first column left-aligned, the others (numbers) right."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(["---"] + ["---:"] * (len(headers) - 1)) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in rows])
 
 
 def markdown_table(rows: Sequence[Mapping]) -> str:
     """The rows as a GitHub-flavoured markdown table."""
-    lines = ["| " + " | ".join(TABLE_HEADERS) + " |",
-             "|" + "|".join(["---"] + ["---:"] * (len(TABLE_HEADERS) - 1)) + "|"]
-    for r in rows:
-        cells = [r["system"]] + [f"{r[m]:.3f}" for m in METRICS[:6]] + [f"{r[m]:.1f}" for m in METRICS[6:]]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return _markdown(TABLE_HEADERS, ([r["system"]] + [f"{r[m]:.3f}" for m in METRICS[:6]]
+                                     + [f"{r[m]:.1f}" for m in METRICS[6:]] for r in rows))
 
 
 def write_json(evaluation: Evaluation, path: str | Path) -> None:

@@ -37,6 +37,7 @@ class Hit:
     ranks: dict[str, int] = field(default_factory=dict)
     similarities: dict[str, float] = field(default_factory=dict)
     key: int | None = None  # the item's content-derived id: the same item has the same key in every snapshot
+    caption: str | None = None  # a generated caption of a figure or image, when the snapshot has one
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,6 +83,21 @@ class QueryEngine:
                 log.warning("image space not searched: %s", e)
         return self._clip
 
+    def load_models(self, previous: QueryEngine | None = None) -> QueryEngine:
+        """Load the encoders now rather than at the first query, taking ``previous``'s where it runs the same
+        models (name and weight checksums), so that a service can swap to this engine fully ready."""
+        models = self.snapshot.manifest["models"]
+        if previous is not None:
+            before = previous.snapshot.manifest["models"]
+            if _same_model(before.get("text"), models.get("text")):
+                self._text_encoder = previous._text_encoder
+            if _same_model(before.get("image"), models.get("image")):
+                self._clip, self._clip_failed = previous._clip, previous._clip_failed
+        if "text" in self.snapshot.indexes:
+            _ = self.text_encoder
+        _ = self.clip
+        return self
+
     def search(
         self,
         text: str | None = None,
@@ -125,12 +141,17 @@ class QueryEngine:
         fused = reciprocal_rank_fusion(ranked, k=self.rrf_k)[:k]
         return [self._hydrate(f.id, f.score, f.ranks, f.similarities) for f in fused]
 
+    def item(self, item: int) -> dict | None:
+        """The metadata row of item ``item`` (an index id of this snapshot), or None when it has none."""
+        row = self._row.get(int(item))
+        return None if row is None else self.snapshot.items.slice(row, 1).to_pylist()[0]
+
     def _search_space(self, space: str, query_vec: np.ndarray) -> list[tuple[int, float]]:
         scores, ids = self.snapshot.indexes[space].search(query_vec, self.search_depth)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 
     def _hydrate(self, item: int, score: float, ranks: dict, sims: dict) -> Hit:
-        row = self.snapshot.items.slice(self._row[item], 1).to_pylist()[0]
+        row = self.item(item)
         return Hit(
             id=item,
             score=round(score, 6),
@@ -144,7 +165,13 @@ class QueryEngine:
             ranks=dict(ranks),
             similarities={s: round(v, 6) for s, v in sims.items()},
             key=row.get("item_key"),
+            caption=row.get("caption"),
         )
+
+
+def _same_model(a: dict | None, b: dict | None) -> bool:
+    keys = ("name", "pretrained", "model_config", "weights_sha256")
+    return bool(a and b) and all(a.get(k) == b.get(k) for k in keys)
 
 
 def _image_input(image: str | Path | bytes) -> bytes:

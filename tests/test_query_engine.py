@@ -2,47 +2,18 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import io
 import logging
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from mmrag_core.items import Item, item_id
-from mmrag_core.persist import build_record, read_record, write_record
 from mmrag_core.query import Hit, QueryEngine, snippet_of
 from mmrag_core.snapshot import open_snapshot
-from mmrag_core.store import Store
-from tests.published import publish_records
-from tests.tiny_models import force_hf_offline, make_tiny_clip, single_torch_thread
+from tests.query_corpus import SENTENCES, publish_query_corpus
+from tests.tiny_models import force_hf_offline, single_torch_thread
 
 Image = pytest.importorskip("PIL.Image")
-
-SENTENCES = [
-    "The quarterly revenue grew by twelve percent compared to last year.",
-    "Photosynthesis converts sunlight, water and carbon dioxide into glucose and oxygen.",
-    "The bridge was closed for repairs after the storm damaged its steel cables.",
-    "Our hiking trail climbs steeply through pine forest up to a glacier lake.",
-    "The vaccine trial enrolled four thousand volunteers across ten hospitals.",
-    "Espresso is brewed by forcing hot water through finely ground coffee beans.",
-]
-
-
-def _png(img) -> bytes:  # noqa: ANN001
-    buf = io.BytesIO()
-    img.save(buf, "PNG")
-    return buf.getvalue()
-
-
-def _images() -> list[bytes]:
-    red = Image.new("RGB", (48, 48), (220, 30, 30))
-    stripes = Image.fromarray(np.tile(np.repeat(np.array([0, 255], np.uint8), 4), (48, 6))[:, :48, None].repeat(3, 2))
-    yy, xx = np.mgrid[0:40, 0:64]
-    gradient = Image.fromarray(np.stack([xx * 4, yy * 6, (xx + yy) * 2], axis=-1).astype(np.uint8))
-    return [_png(red), _png(stripes), _png(gradient)]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -57,43 +28,13 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
     mp = pytest.MonkeyPatch()
     force_hf_offline(mp)
     try:
-        from mmrag_core.models.clip_encoder import ClipEncoder
-        from mmrag_core.models.text_encoder import TextEncoder
-
         base = tmp_path_factory.mktemp("query")
-        clip_dir = make_tiny_clip(base / "clip")
-        text_enc = TextEncoder("all-MiniLM-L6-v2")
-        clip = ClipEncoder(f"local-dir:{clip_dir}", None)
-        store = Store(base / "store")
-
-        docs = []
-        for d, name in enumerate(["report.pdf", "notes.pdf"]):
-            sha = hashlib.sha256(name.encode()).hexdigest()
-            uri = f"/corpus/{name}"
-            items = []
-            for n in range(3):
-                text = SENTENCES[3 * d + n]
-                items.append(Item(item_id(sha, "chunk", n, 0), "chunk", uri, sha, n,
-                                  (72.0, 100.0 + 10 * n, 540.125, 180.0 + 10 * n), text))
-            vecs = text_enc.encode([it.text for it in items])
-            docs.append((sha, uri, items, {"text": (np.array([it.id for it in items]), vecs)}))
-        pngs = _images()
-        sha = hashlib.sha256(b"album.png").hexdigest()
-        uri = "/corpus/album.png"
-        images = [Item(item_id(sha, "image", 0, o), "image", uri, sha, 0, (0.0, 0.0, 48.0, 48.0), f"picture {o}",
-                       text_source="none", ordinal=o, width=48, height=48, image_png=png)
-                  for o, png in enumerate(pngs)]
-        docs.append((sha, uri, images, {"image": (np.array([it.id for it in images]), clip.encode_images(pngs))}))
-
-        records = []
-        for sha, uri, items, vectors in docs:
-            write_record(store, build_record(sha, uri, items, vectors, [], "mk", {}))
-            records.append(read_record(store, sha))
-        models = {"text": text_enc.describe(), "image": {**clip.describe(), "model_config": None}}
-        publish_records(store, records, models)
+        corpus = publish_query_corpus(base)
+        store = corpus["store"]
         snapshot = open_snapshot(store)
         engine = QueryEngine(snapshot)
-        yield {"engine": engine, "snapshot": snapshot, "docs": docs, "pngs": pngs, "images": images, "base": base}
+        yield {"engine": engine, "snapshot": snapshot, "docs": corpus["docs"], "pngs": corpus["pngs"],
+               "images": corpus["images"], "base": base}
     finally:
         mp.undo()
 
@@ -119,7 +60,7 @@ def test_text_query_finds_paraphrased_chunk(built: dict, query: str, sentence: i
     top = hits[0]
     assert isinstance(top, Hit)
     doc, n = divmod(sentence, 3)
-    sha, uri, items, _ = built["docs"][doc]
+    _sha, uri, items, _ = built["docs"][doc]
     assert top.key == items[n].id
     assert top.kind == "chunk"
     assert top.source_uri == uri

@@ -1,0 +1,124 @@
+"""What the query service refuses: requests without the bearer token, bodies, images, texts and k over
+their limits. Every refusal is a JSON ``{"detail": ...}`` that names the setting behind the limit."""
+from __future__ import annotations
+
+import io
+import json
+import secrets
+import warnings
+
+from fastapi import HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import SecretStr
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+bearer_scheme = HTTPBearer(auto_error=False, description="The service_token setting (MMRAG_SERVICE_TOKEN).")
+
+
+def token_checker(token: SecretStr | None):
+    """A dependency that lets a request through when no token is configured or it carries the right one."""
+    expected = token.get_secret_value().encode() if token is not None else None
+
+    async def check(credentials: HTTPAuthorizationCredentials | None = None) -> None:
+        if expected is None:
+            return
+        given = credentials.credentials.encode() if credentials is not None else b""
+        if credentials is None or not secrets.compare_digest(given, expected):
+            raise HTTPException(401, "missing or wrong bearer token (Authorization: Bearer <service_token>)",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    async def dependency(request: Request) -> None:
+        await check(await bearer_scheme(request))
+
+    return dependency
+
+
+def refuse(status: int, message: str) -> HTTPException:
+    return HTTPException(status, message)
+
+
+def check_k(k: int, max_k: int) -> int:
+    if not 1 <= k <= max_k:
+        raise refuse(422, f"k must be between 1 and {max_k} (service_max_k), got {k}")
+    return k
+
+
+def check_text(text: str | None, max_chars: int) -> str | None:
+    if text is not None and len(text) > max_chars:
+        raise refuse(413, f"query text has {len(text)} characters; the limit is {max_chars} (service_max_text_chars)")
+    return text
+
+
+def check_image(data: bytes, max_bytes: int, max_pixels: int) -> bytes:
+    """The image bytes, if they are under the byte limit and decode to an image under the pixel limit
+    (read from the header: the pixels are not decoded here)."""
+    from PIL import Image
+
+    if len(data) > max_bytes:
+        raise refuse(413, f"image is {len(data)} bytes; the limit is {max_bytes} (service_max_image_bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            width, height = Image.open(io.BytesIO(data)).size
+    except Image.DecompressionBombError:
+        width = height = max_pixels + 1
+    except Exception as e:
+        raise refuse(400, f"image could not be decoded: {e}") from e
+    if width * height > max_pixels:
+        raise refuse(413, f"image has {width * height} pixels; the limit is {max_pixels} (service_max_image_pixels)")
+    return data
+
+
+class BodySizeLimitMiddleware:
+    """Refuses a request body over ``max_bytes`` with 413: at once from its Content-Length, or, when it is
+    streamed without one, as soon as the bytes received pass the limit."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(send, int(declared))
+            return
+        received = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _BodyTooLarge(received)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _BodyTooLarge as e:
+            if started:
+                raise
+            await self._refuse(send, e.size)
+
+    async def _refuse(self, send: Send, size: int) -> None:
+        body = json.dumps({"detail": f"request body is over {self.max_bytes} bytes ({size} received or declared; "
+                                     "service_max_body_bytes)"}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _BodyTooLarge(Exception):
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size

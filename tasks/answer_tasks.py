@@ -1,0 +1,33 @@
+"""The Prefect task that answers a question with citations from a published snapshot, for flows and runs
+started from the Prefect UI; the generator (and its model) is the one the settings select."""
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from mmrag_core.answering import ask
+from mmrag_core.config import Settings
+from mmrag_core.generation import make_generator
+from mmrag_core.store import open_store
+from tasks.artifacts import _table
+from tasks.query_tasks import engine_for
+
+
+@task(name="answer-question", cache_policy=NO_CACHE)
+def answer_question(settings: Settings, question: str, k: int | None = None, snapshot: str | None = None) -> dict:
+    """A cited answer (``Answer.to_dict()``) from the top ``k`` hits (default ``settings.answer_k``) of
+    ``snapshot`` or LATEST. The query engine and a local generator model stay loaded in the process."""
+    engine = engine_for(open_store(settings), settings, snapshot)
+    return ask(engine, question, make_generator(settings), settings, k=k).to_dict()
+
+
+def answer_markdown(answer: dict) -> str:
+    """The answer, its citation check and its numbered sources, as the flow run's artifact."""
+    cited = set(answer["citations"])
+    lines = [f"# {answer['question']}", "", answer["answer"] or "(empty answer)", "",
+             f"Generator `{answer['generator']}`, snapshot `{answer['snapshot']}`, {answer['seconds']} s."]
+    if answer["invalid_citations"]:
+        lines.append(f"**Citations naming no source:** {answer['invalid_citations']}")
+    rows = [[f"[{s['number']}]", "yes" if s["number"] in cited else "", s["file"], s["page"], s["kind"]]
+            for s in answer["sources"]]
+    return "\n".join([*lines, "", _table(["source", "cited", "file", "page (0-based)", "kind"], rows)])

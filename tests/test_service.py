@@ -1,0 +1,320 @@
+"""The HTTP query service (``mmrag serve``) through a real uvicorn server and real HTTP requests: queries by
+text and image, limits, auth, snapshots, health, metrics, thumbnails, the search page, and the swap to a newly
+published snapshot under load."""
+from __future__ import annotations
+
+import io
+import shutil
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from mmrag_core.config import Settings
+from mmrag_core.service import create_app
+from mmrag_core.snapshot import read_manifest, read_table
+from mmrag_core.store import Store
+from tests.live_server import live_server
+from tests.query_corpus import SENTENCES, chunk_doc, offline_query_corpus, png_bytes, publish_docs
+
+Image = pytest.importorskip("PIL.Image")
+
+TOKEN = "test-token-123"
+LIMITS = {"service_max_k": 20, "service_max_image_bytes": 200_000, "service_max_image_pixels": 1_000_000,
+          "service_max_body_bytes": 1_000_000, "service_max_text_chars": 2000}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    with offline_query_corpus(tmp_path_factory.mktemp("service"), files=True) as corpus:
+        yield corpus
+
+
+@pytest.fixture(scope="module")
+def service(corpus: dict) -> Iterator[dict]:
+    store: Store = corpus["store"]
+    settings = Settings(store=store.uri, service_token=TOKEN, service_poll_seconds=0, **LIMITS)
+    with live_server(create_app(settings)) as url, \
+            httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60) as client:
+        yield {"url": url, "client": client, "snapshot": store.latest_id(), **corpus}
+
+
+def _query(client: httpx.Client, **body) -> httpx.Response:
+    return client.post("/query", json=body)
+
+
+def test_text_query(service: dict) -> None:
+    r = _query(service["client"], text="How do plants turn light into sugar?", k=5)
+    assert r.status_code == 200, r.text
+    data = r.json()
+    assert data["snapshot"] == service["snapshot"] and data["took_ms"] > 0
+    hits = data["hits"]
+    assert 1 <= len(hits) <= 5
+    top = hits[0]
+    _sha, uri, items, _ = service["docs"][0]
+    assert top["snippet"] == SENTENCES[1] and top["source_uri"] == uri and top["page"] == 1
+    assert top["kind"] == "chunk" and top["key"] == items[1].id
+    assert top["bbox"] == [72.0, 110.0, 540.12, 190.0]
+    assert top["ocr_confidence"] is None and top["caption"] is None and top["ranks"]["text"] == 1
+    assert top["thumbnail_url"] == f"{service['url']}/thumbnails/{data['snapshot']}/{top['id']}"
+
+
+def test_text_query_selected_spaces(service: dict) -> None:
+    r = _query(service["client"], text="espresso coffee", k=20, spaces=["text"])
+    assert r.status_code == 200, r.text
+    assert {s for h in r.json()["hits"] for s in h["ranks"]} == {"text"}
+    r = _query(service["client"], text="espresso", spaces=["nonsense"])
+    assert r.status_code == 400 and "unknown ranked list" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("which", [0, 2])
+def test_image_query_multipart(service: dict, which: int) -> None:
+    files = {"image": ("q.png", service["pngs"][which], "image/png")}
+    r = service["client"].post("/query", files=files, data={"k": "3"})
+    assert r.status_code == 200, r.text
+    hits = r.json()["hits"]
+    assert len(hits) == 3 and hits[0]["key"] == service["images"][which].id
+    assert hits[0]["kind"] == "image" and hits[0]["ranks"] == {"image:image": 1}
+
+
+def test_image_and_text_query_multipart(service: dict) -> None:
+    files = {"image": ("q.png", service["pngs"][0], "image/png")}
+    r = service["client"].post("/query", files=files, data={"text": "espresso coffee", "k": "20"})
+    assert r.status_code == 200, r.text
+    assert {s for h in r.json()["hits"] for s in h["ranks"]} == {"text", "image:text", "image:image"}
+
+
+def test_k_limits(service: dict) -> None:
+    client = service["client"]
+    assert len(_query(client, text="anything at all", k=2).json()["hits"]) == 2
+    for k in (0, 21):
+        r = _query(client, text="anything", k=k)
+        assert r.status_code == 422 and "service_max_k" in r.json()["detail"] and "20" in r.json()["detail"]
+    r = client.post("/query", files={"image": ("q.png", service["pngs"][0], "image/png")}, data={"k": "99"})
+    assert r.status_code == 422 and "service_max_k" in r.json()["detail"]
+
+
+def test_bad_requests_are_clear(service: dict) -> None:
+    client = service["client"]
+    r = client.post("/query", json={"k": 3})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["text"]
+    r = client.post("/query", content=b"text=hello", headers={"Content-Type": "text/plain"})
+    assert r.status_code == 415
+    r = client.post("/query", files={"image": ("q.png", b"not an image at all", "image/png")})
+    assert r.status_code == 400 and "could not be decoded" in r.json()["detail"]
+    r = client.post("/query", data={"k": "3"}, files={"other": ("x", b"x")})
+    assert r.status_code == 422 and "image" in r.json()["detail"]
+    r = _query(client, text="x" * 2001)
+    assert r.status_code == 413 and "service_max_text_chars" in r.json()["detail"]
+
+
+def test_image_limits(service: dict) -> None:
+    client = service["client"]
+    noise = png_bytes(Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 300, 3), dtype=np.uint8)))
+    assert len(noise) > LIMITS["service_max_image_bytes"]
+    r = client.post("/query", files={"image": ("big.png", noise, "image/png")})
+    assert r.status_code == 413 and "service_max_image_bytes" in r.json()["detail"]
+    wide = png_bytes(Image.new("RGB", (2000, 1000), (1, 2, 3)))
+    assert len(wide) < LIMITS["service_max_image_bytes"]
+    r = client.post("/query", files={"image": ("wide.png", wide, "image/png")})
+    assert r.status_code == 413 and "service_max_image_pixels" in r.json()["detail"]
+
+
+def test_body_limit(service: dict) -> None:
+    client = service["client"]
+    r = client.post("/query", content=b'{"text": "' + b"a" * 1_100_000 + b'"}',
+                    headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and "service_max_body_bytes" in r.json()["detail"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: refused while streaming
+        yield b'{"text": "'
+        for _ in range(20):
+            yield b"b" * 100_000
+        yield b'"}'
+
+    r = client.post("/query", content=chunks(), headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and "service_max_body_bytes" in r.json()["detail"]
+
+
+def test_auth(service: dict) -> None:
+    url = service["url"]
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}):
+        for method, path in (("POST", "/query"), ("GET", "/snapshots"), ("GET", "/metrics")):
+            r = httpx.request(method, url + path, json={"text": "x"}, headers=headers)
+            assert r.status_code == 401, (method, path, headers)
+            assert "bearer token" in r.json()["detail"] and r.headers["www-authenticate"] == "Bearer"
+    assert httpx.get(url + "/healthz").status_code == 200
+    assert httpx.get(url + "/").status_code == 200
+
+
+def test_healthz_and_snapshots(service: dict) -> None:
+    r = httpx.get(service["url"] + "/healthz")
+    assert r.json() == {"status": "ok", "snapshot": service["snapshot"]}
+    data = service["client"].get("/snapshots").json()
+    assert data["served"] == data["latest"] == service["snapshot"]
+    (row,) = data["snapshots"]
+    assert row["id"] == service["snapshot"] and row["served"] and row["latest"]
+    assert row["counts"]["items"] == 9 and row["spaces"] == ["image", "text"]
+
+
+def test_thumbnails(service: dict) -> None:
+    client = service["client"]
+    hits = _query(client, text="vaccine trial volunteers", k=1).json()["hits"]
+    r = client.get(hits[0]["thumbnail_url"])
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png", r.text
+    assert "x-thumbnail-error" not in r.headers
+    page = Image.open(io.BytesIO(r.content))
+    assert max(page.size) == 256 and page.size[1] > page.size[0]  # a portrait page
+    assert client.get(hits[0]["thumbnail_url"]).content == r.content  # from the cache
+    files = {"image": ("q.png", service["pngs"][1], "image/png")}
+    hit = client.post("/query", files=files, data={"k": "1"}).json()["hits"][0]
+    r = client.get(hit["thumbnail_url"])
+    assert r.status_code == 200 and "x-thumbnail-error" not in r.headers
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB")),
+                          np.asarray(Image.open(io.BytesIO(service["pngs"][1])).convert("RGB")))
+    sid = service["snapshot"]
+    assert client.get(f"/thumbnails/{sid}/123456789").status_code == 404
+    assert client.get(f"/thumbnails/20000101T000000000000Z/{hit['id']}").status_code == 404
+    assert client.get(f"/thumbnails/{sid}/not-a-number").status_code == 422
+
+
+def test_metrics(service: dict) -> None:
+    client = service["client"]
+    _query(client, text="storm bridge", k=1)
+    _query(client, text="storm bridge", k=0)
+    text = client.get("/metrics").text
+    assert 'mmrag_http_requests_total{endpoint="/query",method="POST",status="200"}' in text
+    assert 'mmrag_http_requests_total{endpoint="/query",method="POST",status="422"}' in text
+    assert 'mmrag_http_request_duration_seconds_bucket{endpoint="/query",le="0.1"}' in text
+    assert f'mmrag_snapshot_served{{snapshot="{service["snapshot"]}"}} 1.0' in text
+
+
+def test_search_page_and_docs(service: dict) -> None:
+    r = httpx.get(service["url"] + "/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    page = r.text
+    for needle in ('fetch("/query"', "FormData", 'type="file"', "thumbnail_url", "source_uri", "snippet",
+                   "Authorization"):
+        assert needle in page
+    assert httpx.get(service["url"] + "/docs").status_code == 200
+    spec = httpx.get(service["url"] + "/openapi.json").json()
+    body = spec["paths"]["/query"]["post"]["requestBody"]["content"]
+    assert set(body) == {"application/json", "multipart/form-data"}
+    assert {"/snapshots", "/healthz", "/metrics", "/thumbnails/{snapshot}/{item_id}"} <= set(spec["paths"])
+
+
+@pytest.mark.slow
+def test_latency(service: dict) -> None:
+    """p50/p95 of POST /query (text) over 200 sequential requests; printed for the report (-s)."""
+    client = service["client"]
+    texts = [f"{SENTENCES[n % len(SENTENCES)]} {n}" for n in range(200)]
+    took, searched = [], []
+    for t in texts:
+        start = time.perf_counter()
+        r = _query(client, text=t, k=10)
+        took.append(time.perf_counter() - start)
+        assert r.status_code == 200
+        searched.append(r.json()["took_ms"])
+    p50, p95 = statistics.median(took) * 1000, statistics.quantiles(took, n=20)[-1] * 1000
+    print(f"\nPOST /query text, 200 sequential requests: p50 {p50:.1f} ms, p95 {p95:.1f} ms "
+          f"(search alone, took_ms: p50 {statistics.median(searched):.1f} ms)")
+    assert p50 < 2000
+
+
+def test_thumbnail_of_missing_source_is_an_error_then_a_placeholder(service: dict) -> None:
+    from mmrag_core.service.thumbnails import placeholder, render_thumbnail
+
+    row = {"kind": "chunk", "source_uri": "/nowhere/gone.pdf", "page": 0, "bbox": [0, 0, 10, 10],
+           "doc_sha256": "0" * 64, "item_key": 1}
+    with pytest.raises(FileNotFoundError):
+        render_thumbnail(service["store"], Settings(store=service["store"].uri), row, 64)
+    tile = Image.open(io.BytesIO(placeholder("chunk", 64)))
+    assert tile.format == "PNG" and max(tile.size) == 64
+
+
+def test_nothing_published_yet(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with live_server(create_app(Settings(store=str(tmp_path / "empty"), service_poll_seconds=0))) as url:
+        health = httpx.get(url + "/healthz")
+        query = httpx.post(url + "/query", json={"text": "anything"})
+        snapshots = httpx.get(url + "/snapshots")
+    assert health.status_code == 503 and health.json() == {"status": "no snapshot", "snapshot": None}
+    assert query.status_code == 503 and "none is published" in query.json()["detail"]
+    assert snapshots.json() == {"served": None, "latest": None, "snapshots": []}
+
+
+VOLCANO = ["A volcano erupted and grey ash covered the nearby villages.",
+           "Lava flows destroyed the road to the observatory on the mountain.",
+           "Seismographs recorded hundreds of small earthquakes before the eruption."]
+
+
+def test_swap_to_new_snapshot_under_load(corpus: dict, tmp_path: Path) -> None:
+    """LATEST moves while requests keep coming: every request succeeds, each answered wholly by the snapshot
+    it names, and the service ends up on the new one."""
+    store = Store(tmp_path / "store")
+    shutil.copytree(corpus["store"].root, store.root)
+    first = store.latest_id()
+    settings = Settings(store=store.uri, service_poll_seconds=0.1)
+    results: list[tuple[int, dict, float]] = []
+    stop = threading.Event()
+
+    def fire(url: str) -> None:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            while not stop.is_set():
+                start = time.perf_counter()
+                r = client.post("/query", json={"text": "volcanic ash fell on the villages", "k": 4})
+                results.append((r.status_code, r.json(), time.perf_counter() - start))
+
+    with live_server(create_app(settings)) as url, ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(fire, url) for _ in range(4)]
+        _wait(lambda: len(results) >= 20)
+        doc = chunk_doc("volcano.pdf", VOLCANO, corpus["text_enc"], corpus["folder"])
+        second = publish_docs(store, [doc], corpus["models"])["id"]
+        _wait(lambda: sum(1 for _, d, _ in results if d.get("snapshot") == second) >= 20)
+        stop.set()
+        for f in futures:
+            f.result()
+        served = httpx.get(url + "/healthz").json()["snapshot"]
+        old_answer = next(d for _, d, _ in results if d["snapshot"] == first)
+        old_thumbnail = httpx.get(old_answer["hits"][0]["thumbnail_url"])  # an older snapshot's item
+        (store.root / "LATEST").write_text("20990101T000000000000Z\n")  # a snapshot that cannot be loaded
+        _wait(lambda: "mmrag_snapshot_swap_failures_total 1.0" in httpx.get(url + "/metrics").text)
+        still = httpx.post(url + "/query", json={"text": "volcano", "k": 1})
+        swaps = httpx.get(url + "/metrics").text
+    assert served == second != first
+    assert old_thumbnail.status_code == 200 and old_thumbnail.headers["content-type"] == "image/png"
+    assert still.status_code == 200 and still.json()["snapshot"] == second  # the old one keeps serving
+    assert "mmrag_snapshot_swaps_total 2.0" in swaps  # the first load and the swap
+    assert f'mmrag_snapshot_served{{snapshot="{second}"}} 1.0' in swaps and first not in swaps
+    assert [s for s, _, _ in results if s != 200] == []
+    ids = {sid: set(read_table(store, read_manifest(store, sid), "items.parquet").column("id").to_pylist())
+           for sid in (first, second)}
+    seen = {first: 0, second: 0}
+    for _, data, _ in results:
+        sid = data["snapshot"]
+        seen[sid] += 1
+        hits = data["hits"]
+        assert {h["id"] for h in hits} <= ids[sid]
+        assert all(h["thumbnail_url"].endswith(f"/thumbnails/{sid}/{h['id']}") for h in hits)
+        if sid == first:
+            assert all(not h["source_uri"].endswith("volcano.pdf") for h in hits)
+        else:
+            assert hits[0]["source_uri"].endswith("volcano.pdf") and hits[0]["snippet"] == VOLCANO[0]
+    assert seen[first] >= 20 and seen[second] >= 20
+    took = sorted(t for _, _, t in results)
+    print(f"\nswap under load: {len(results)} requests from 4 threads, all 200; {seen[first]} answered by the old "
+          f"snapshot, {seen[second]} by the new; p50 {statistics.median(took) * 1000:.1f} ms, "
+          f"max {took[-1] * 1000:.1f} ms")
+
+
+def _wait(condition, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
