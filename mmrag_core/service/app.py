@@ -8,12 +8,15 @@ from pathlib import Path
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
 
 from mmrag_core.config import Settings
+from mmrag_core.generation import GenerationError
+from mmrag_core.models import ModelUnavailable
 from mmrag_core.query import RANKED_LISTS
+from mmrag_core.service.answers import Answerer, AnswerRequest
 from mmrag_core.service.guards import BodySizeLimitMiddleware, check_image, check_k, check_text, token_checker
 from mmrag_core.service.metrics import MetricsMiddleware, ServiceMetrics
 from mmrag_core.service.snapshot_holder import NoSnapshot, SnapshotHolder
@@ -129,6 +132,23 @@ def create_app(settings: Settings, store: Store | None = None, pinned_snapshot: 
         hits = [{**h.to_dict(), "thumbnail_url": str(request.url_for("thumbnail", snapshot=answer.snapshot,
                                                                         item_id=str(h.id)))} for h in answer.hits]
         return {"snapshot": answer.snapshot, "took_ms": took, "hits": hits}
+
+    answerer = Answerer(holder, settings)
+    app.state.answerer = answerer
+
+    @app.post("/answer", dependencies=auth, summary="A cited answer from the served snapshot (stream: server-sent events)")
+    async def answer(body: AnswerRequest) -> Response:
+        check_text(body.question, settings.service_max_text_chars)
+        if not body.question.strip():
+            raise HTTPException(422, "a question is needed")
+        k = check_k(settings.answer_k if body.k is None else body.k, settings.service_max_k)
+        if body.stream:
+            return StreamingResponse(answerer.events(body.question, k), media_type="text/event-stream")
+        try:
+            result = await run_in_threadpool(answerer.answer, body.question, k)
+        except (GenerationError, ModelUnavailable) as e:  # the generator, not the request, failed
+            raise HTTPException(502, f"the generator failed: {e}") from e
+        return JSONResponse(result.to_dict())
 
     @app.get("/thumbnails/{snapshot}/{item_id}", name="thumbnail", dependencies=auth, response_class=Response,
              summary="A small PNG of a hit's page, figure or image", responses={200: {"content": {"image/png": {}}}})

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mmrag_core.config import Settings
+from mmrag_core.prompting import Source, sources_from_hits
 from mmrag_core.query import Hit, QueryEngine
 from mmrag_core.snapshot import SnapshotError, open_snapshot, read_manifest, read_table
 from mmrag_core.store import Store
@@ -71,6 +72,13 @@ class SnapshotHolder:
         with self._search_lock:
             hits = engine.search(text=text, image=image, k=k, spaces=spaces)
         return Answer(engine.snapshot.id, hits)
+
+    def sources(self, question: str, k: int) -> tuple[str, list[Source]]:
+        """The served snapshot's id and the numbered sources of its top ``k`` hits for ``question``."""
+        engine = self.engine
+        with self._search_lock:
+            hits = engine.search(text=question, k=k)
+        return engine.snapshot.id, sources_from_hits(hits, engine.snapshot.items)
 
     def item(self, snapshot_id: str, item_id: int) -> dict | None:
         """The items row of ``item_id`` in a published snapshot (the served one or an older one), or None."""

@@ -1,0 +1,68 @@
+"""``POST /answer``: a cited answer from the served snapshot, whole (JSON) or streamed (server-sent events).
+
+The generator is made on the first request (a local model loads once per process) and answers one question
+at a time; the search half of each request takes the served snapshot once, so the sources and the answer
+come from one snapshot even across a swap."""
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import AsyncIterator, Callable
+
+from pydantic import BaseModel, Field
+
+from mmrag_core.answering import Answer, answer_from_sources
+from mmrag_core.config import Settings
+from mmrag_core.generation import Generator, make_generator
+from mmrag_core.service.snapshot_holder import SnapshotHolder
+
+
+class AnswerRequest(BaseModel):
+    """A question for a cited answer."""
+
+    model_config = {"extra": "forbid"}
+    question: str = Field(..., description="The question.")
+    k: int | None = Field(None, description="Hits given to the generator as sources (default: answer_k).")
+    stream: bool = Field(False, description="Stream server-sent events: 'token' pieces, then 'answer' (or 'error').")
+
+
+class Answerer:
+    """The service's generator and the lock that makes it answer one question at a time."""
+
+    def __init__(self, holder: SnapshotHolder, settings: Settings,
+                 make: Callable[[Settings], Generator] = make_generator) -> None:
+        self.holder, self.settings, self._make = holder, settings, make
+        self._generator: Generator | None = None
+        self._lock = threading.Lock()
+
+    def answer(self, question: str, k: int, on_token: Callable[[str], None] | None = None) -> Answer:
+        """Search the served snapshot, then generate from its top ``k`` hits (blocking; run it in a thread)."""
+        snapshot, sources = self.holder.sources(question, k)
+        with self._lock:
+            if self._generator is None:
+                self._generator = self._make(self.settings)
+            answer = answer_from_sources(question, sources, self._generator, self.settings, on_token)
+        answer.snapshot = snapshot
+        return answer
+
+    async def events(self, question: str, k: int) -> AsyncIterator[str]:
+        """Server-sent events of one answer: ``token`` per generated piece, then ``answer`` with the whole
+        result (citations, sources, snapshot) or ``error`` with a message."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+
+        def put(item: tuple[str, object] | None) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        def work() -> None:
+            try:
+                put(("answer", self.answer(question, k, lambda piece: put(("token", piece))).to_dict()))
+            except Exception as e:  # noqa: BLE001 - reported to the client as an event, not a broken stream
+                put(("error", f"{type(e).__name__}: {e}"))
+            put(None)
+
+        threading.Thread(target=work, name="mmrag-answer", daemon=True).start()
+        while (item := await queue.get()) is not None:
+            event, data = item
+            yield f"event: {event}\ndata: {json.dumps(data)}\n\n"
