@@ -133,6 +133,8 @@ def _run_index_locked(source: str, settings: Settings, store: Store, retrain: bo
         "seconds_extract_tasks": round(total.seconds_extract, 3),
         "seconds_ocr": round(total.seconds_ocr, 3),
         "seconds_embed_calls": round(total.seconds_embed, 3),
+        "captions": total.captions,
+        "seconds_caption_calls": round(total.seconds_caption, 3),
     }
     request = IndexRequest(found.docs, found.failures, models, key, config_key(settings), source, stats, bool(fresh))
     manifest = index_snapshot.with_options(**retry_options(settings))(settings, request, parent)

@@ -51,10 +51,33 @@ class Settings(BaseSettings):
     figure_min_pixels: int = Field(150 * 150, description="Embedded images smaller than this (w*h) are not figures.")
     figure_min_page_fraction: float = Field(0.02, description="Figures must cover at least this fraction of the page.")
     figure_max_side: int = Field(512, description="Figure/image bytes are kept downscaled to this longest side.")
+    page_render_px: int = Field(
+        256, ge=0, description="Longest side (pixels) of the render of every PDF page kept as a 'page' item, "
+        "embedded in the image space (and captioned when captioning is on); made only when CLIP or captioning is "
+        "on (0: no page items).",
+    )
 
     # --- chunking ---
     chunk_tokens: int = Field(200, description="Max tokens (text encoder's tokenizer) per chunk.")
     chunk_overlap: int = Field(40, description="Tokens shared by consecutive chunks.")
+    chunk_context: bool = Field(
+        True, description="Give each chunk its context (kept apart from the displayed text; the lexical index and "
+        "document routing read it): document title, issuer, form and period where the document states them, the "
+        "page's headings, page number.",
+    )
+    chunk_context_embedded: bool = Field(
+        False, description="Also prefix the context to the text embedded in the text space (measured: it finds the "
+        "right document more often but ranks pages within it worse; see docs/evaluation.md).",
+    )
+    chunk_context_tokens: int = Field(
+        40, ge=8, description="Most tokens of a chunk's context prefix; chunk_tokens + this + 2 must fit the text "
+        "encoder's window (256 for all-MiniLM-L6-v2).",
+    )
+    table_structure: bool = Field(
+        False, description="On pages laid out as tables, chunk text follows visual rows ('label | 2018: 6,439 | "
+        "2017: 6,240'), so line items and their column headers stay together (off: measured to make MiniLM rank "
+        "statement pages worse on financebench-dev; see docs/evaluation.md).",
+    )
 
     # --- models ---
     text_model: str = Field(
@@ -71,6 +94,26 @@ class Settings(BaseSettings):
     )
     embed_batch_size: int = Field(32, description="Items per encoder forward pass.")
     device: str = Field("cpu", description="Torch device for model actors ('cpu', 'cuda').")
+
+    # --- captioning (BLIP-2) ---
+    caption_enabled: bool = Field(
+        False, description="Caption figures, page renders and image files with BLIP-2; captions are embedded in the "
+        "text space and kept as the items' 'caption' field.",
+    )
+    caption_model: str = Field(
+        "Salesforce/blip2-opt-2.7b", description="BLIP-2 model: a hub id or a local folder saved with save_pretrained "
+        "(weights, config, processor and tokenizer files).",
+    )
+    caption_prompt: str = Field(
+        "a photo of", description="Text the caption continues ('a photo of'), or a question for VQA-style descriptions "
+        "('Question: what does this chart show? Answer:'); '' for none.",
+    )
+    caption_max_new_tokens: int = Field(30, ge=1, description="Most tokens of one caption.")
+    caption_batch_size: int = Field(8, ge=1, description="Images per BLIP-2 forward pass.")
+    caption_actors: int = Field(
+        1, ge=1, description="Captioning actors; above 1 a pool spreads them over the cluster's nodes. Each asks for "
+        "the GPUs of an embedding actor (encoder_num_gpus).",
+    )
 
     # --- compute ---
     ray_address: str | None = Field(
@@ -157,6 +200,38 @@ class Settings(BaseSettings):
     k: int = Field(10, description="Hits returned by a query.")
     rrf_k: int = Field(60, description="Reciprocal-rank-fusion constant.")
     search_depth: int = Field(50, description="Candidates taken from each space before fusion.")
+    fusion_strategy: Literal["late", "early", "cascade", "unified"] = Field(
+        "late", description="How a query's ranked lists are produced and combined (a query may choose another): "
+        "'late' (search each list, fuse), 'early' (one CLIP vector of text+image in the image space), 'cascade' "
+        "(text-space shortlist re-ranked by CLIP similarity of its pages' images), 'unified' (CLIP only).",
+    )
+    fusion_method: Literal["rrf", "weighted"] = Field(
+        "rrf", description="How late fusion combines lists: reciprocal rank, or weighted min-max-normalised similarities."
+    )
+    fusion_weights: dict[str, float] = Field(
+        default_factory=dict, description="Weight of each ranked list in late fusion (e.g. {'text': 1.0, "
+        "'image:text': 0.5}); a list not named weighs 1.",
+    )
+    early_fusion_text_weight: float = Field(
+        0.5, ge=0, le=1, description="Early fusion: weight of the CLIP text vector (the image vector gets 1 minus it)."
+    )
+    cascade_depth: int = Field(50, ge=1, description="Cascade: size of the text-space shortlist that CLIP re-ranks.")
+    dedupe_pages: bool = Field(
+        True, description="Return one hit per page (source, page): the best item, with the ranks of the others."
+    )
+    hybrid: bool = Field(
+        True, description="Late fusion includes the 'lexical' list (BM25 over the items' indexed text) by default, "
+        "beside the dense lists.",
+    )
+    routing: bool = Field(
+        True, description="Late fusion adds the 'routed' list by default: documents ranked first (BM25 over each "
+        "document's name and first pages, fused with the flat lists' documents), then the lexical and text lists "
+        "searched again within the route_docs best documents.",
+    )
+    route_docs: int = Field(3, ge=1, description="Routing: how many of the best documents the routed list searches.")
+    route_pages: int = Field(
+        3, ge=1, description="Routing: a document is scored on its name and the text of its first this many pages."
+    )
 
     # --- query service (mmrag serve) ---
     service_host: str = Field("127.0.0.1", description="Address the HTTP query service listens on.")

@@ -10,16 +10,35 @@ from mmrag_core.config import Settings
 from mmrag_core.items import Item
 
 
-def text_inputs(items: list[Item]) -> tuple[np.ndarray, list[str]]:
-    """(ids, texts) for the ``text`` space: every chunk with some text."""
+def text_inputs(items: list[Item], with_context: bool = False) -> tuple[np.ndarray, list[str]]:
+    """(ids, texts) for the ``text`` space: every chunk with some text (``with_context``: with its context prefix
+    when it has one, ``Item.indexed_text``; setting ``chunk_context_embedded``); then every captioned figure, page
+    or image, as its caption (the item itself is the hit, so a caption match leads to the picture, with its page
+    and box)."""
     chosen = [it for it in items if it.kind == "chunk" and it.text.strip()]
-    return np.array([it.id for it in chosen], dtype=np.int64), [it.text for it in chosen]
+    captioned = [it for it in items if it.kind != "chunk" and it.caption and it.caption.strip()]
+    return (np.array([it.id for it in chosen + captioned], dtype=np.int64),
+            [it.indexed_text() if with_context else it.text for it in chosen] + [it.caption for it in captioned])
 
 
 def image_inputs(items: list[Item]) -> tuple[np.ndarray, list[bytes]]:
-    """(ids, PNG bytes) for the ``image`` space: figures and image files."""
+    """(ids, PNG bytes) for the ``image`` space: figures, page renders and image files."""
     chosen = [it for it in items if it.image_png]
     return np.array([it.id for it in chosen], dtype=np.int64), [it.image_png for it in chosen]
+
+
+def caption_inputs(items: list[Item]) -> tuple[list[Item], list[bytes]]:
+    """The items to caption (figures, page renders, image files: those with image bytes) and their PNG bytes."""
+    chosen = [it for it in items if it.image_png]
+    return chosen, [it.image_png for it in chosen]
+
+
+def set_captions(items: list[Item], captions: list[str]) -> None:
+    """Store each caption on its item; an empty caption is none."""
+    if len(items) != len(captions):
+        raise ValueError(f"{len(captions)} captions for {len(items)} images")
+    for it, caption in zip(items, captions):
+        it.caption = caption.strip() or None
 
 
 # Settings that change what extraction produces; a change in any of them invalidates stored records.
@@ -27,8 +46,19 @@ EXTRACTION_SETTINGS: tuple[str, ...] = (
     "max_file_bytes", "max_image_pixels", "max_pdf_pages", "ocr_lang", "ocr_dpi", "ocr_min_text_chars",
     "ocr_rotation", "ocr_min_confidence_for_no_rotation", "figure_min_pixels", "figure_min_page_fraction",
     "figure_max_side", "chunk_tokens", "chunk_overlap", "text_model",
+    "chunk_context", "chunk_context_tokens", "chunk_context_embedded", "table_structure",
+    "page_render_px",
 )
-RECORD_FORMAT = 1
+# 2: items gained ``caption`` (and ``context``) and the ``page`` kind.
+RECORD_FORMAT = 2
+# What decides a caption, when captioning is on (it is part of both keys only then: with it off, changing
+# the prompt changes nothing stored).
+CAPTION_SETTINGS: tuple[str, ...] = ("caption_model", "caption_prompt", "caption_max_new_tokens")
+
+
+def caption_settings(settings: Settings) -> dict:
+    """The captioning settings that records depend on: none when captioning is off."""
+    return {name: getattr(settings, name) for name in CAPTION_SETTINGS} if settings.caption_enabled else {}
 
 
 def record_key(models: dict, settings: Settings) -> str:
@@ -45,6 +75,8 @@ def record_key(models: dict, settings: Settings) -> str:
         },
         "extraction": {name: getattr(settings, name) for name in EXTRACTION_SETTINGS},
     }
+    if settings.caption_enabled:
+        relevant["caption"] = caption_settings(settings)
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -58,4 +90,6 @@ def config_key(settings: Settings) -> str:
     whether the previous snapshot was built the same way; ``device`` is left out (it changes speed only).
     """
     relevant = {name: getattr(settings, name) for name in (*MODEL_SETTINGS, *EXTRACTION_SETTINGS) if name != "device"}
+    if settings.caption_enabled:
+        relevant["caption"] = caption_settings(settings)
     return hashlib.sha256(json.dumps({"format": RECORD_FORMAT, **relevant}, sort_keys=True).encode()).hexdigest()[:16]

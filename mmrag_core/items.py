@@ -1,7 +1,7 @@
 """Items: the unit everything is indexed as, with its provenance, and failures.
 
-An item is a text chunk, a figure, or a standalone image. Its id is a stable int64 derived from
-(document sha256, kind, page, ordinal), so re-extracting the same bytes gives the same ids and
+An item is a text chunk, a figure, a standalone image, or the render of a whole PDF page. Its id is a
+stable int64 derived from (document sha256, kind, page, ordinal), so re-extracting the same bytes gives the same ids and
 vectors persisted by an earlier run stay addressable.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Literal
 import pyarrow as pa
 
 # What an item can be; which space each kind goes into is decided in ``mmrag_core.embed``.
-ItemKind = Literal["chunk", "figure", "image"]
+ItemKind = Literal["chunk", "figure", "image", "page"]
 
 
 def item_id(doc_sha256: str, kind: str, page: int, ordinal: int) -> int:
@@ -40,6 +40,13 @@ class Item:
     width: int | None = None  # pixel size of the image bytes, for figures/images
     height: int | None = None
     image_png: bytes | None = field(default=None, repr=False)  # downscaled image, for the image space
+    caption: str | None = None  # generated (BLIP-2) description of the image, embedded in the text space
+    # Where a chunk comes from (document, issuer, period, headings, page): indexed with ``text``, not displayed.
+    context: str | None = None
+
+    def indexed_text(self) -> str:
+        """The text the text space and the lexical index see: :func:`indexed_text` of this item."""
+        return indexed_text(self.text, self.context)
 
     def to_row(self) -> dict:
         row = asdict(self)
@@ -73,8 +80,17 @@ ITEM_SCHEMA = pa.schema(
         ("width", pa.int32()),
         ("height", pa.int32()),
         ("image_png", pa.binary()),
+        ("caption", pa.string()),
+        ("context", pa.string()),
     ]
 )
+
+
+def indexed_text(text: str | None, context: str | None) -> str:
+    """A chunk's context prefix and its raw text, as one string to embed or to index lexically. The raw
+    ``text`` alone is what hits display."""
+    text = text or ""
+    return f"{context}\n{text}" if context else text
 
 FAILURE_SCHEMA = pa.schema(
     [

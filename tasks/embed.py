@@ -1,4 +1,5 @@
-"""Embedding actors: each loads its model once and encodes many batches; a pool spreads them over nodes."""
+"""Model actors: each loads its model once and serves many batches (embeddings of a space, or BLIP-2 captions);
+a pool spreads them over nodes."""
 from __future__ import annotations
 
 import asyncio
@@ -16,7 +17,9 @@ log = logging.getLogger(__name__)
 
 
 class _EncoderActor:
-    """Holds one space's encoder; when weights cannot be loaded it says why instead of failing."""
+    """Holds one space's encoder (``text``, ``image``) or the captioner (``caption``: ``encode`` gives captions).
+    When CLIP weights cannot be loaded it says why instead of failing; the text model and the captioner, which
+    the run cannot do without, fail the actor with the reason."""
 
     def __init__(self, space: str, settings: Settings) -> None:
         import os
@@ -36,13 +39,18 @@ class _EncoderActor:
                 from mmrag_core.models.text_encoder import TextEncoder
 
                 self.encoder = TextEncoder(settings.text_model, settings.device, settings.embed_batch_size)
+            elif space == "caption":
+                from mmrag_core.models.captioner import Captioner
+
+                self.encoder = Captioner(settings.caption_model, settings.caption_prompt, settings.device,
+                                         settings.caption_batch_size, settings.caption_max_new_tokens)
             else:
                 from mmrag_core.models.clip_encoder import ClipEncoder
 
                 self.encoder = ClipEncoder(settings.clip_model, settings.clip_pretrained, settings.clip_model_config,
                                            settings.device, settings.embed_batch_size)
         except ModelUnavailable as e:
-            if space == "text":
+            if space != "image":
                 raise
             self.skipped = str(e)
 
@@ -59,11 +67,14 @@ class _EncoderActor:
         """The Ray node this actor lives on."""
         return ray.get_runtime_context().get_node_id()
 
-    def encode(self, inputs: list) -> np.ndarray:
+    def encode(self, inputs: list) -> np.ndarray | list[str]:
+        """Vectors of ``inputs`` (texts or image bytes), or for ``caption`` one caption per image."""
         if self.encoder is None:
             raise RuntimeError(f"{self.space} space is skipped: {self.skipped}")
         if self.space == "text":
             return self.encoder.encode(inputs)
+        if self.space == "caption":
+            return self.encoder.caption(inputs)
         return self.encoder.encode_images(inputs)
 
 
@@ -86,9 +97,10 @@ class _EncoderPool:
     def __init__(self, space: str, settings: Settings) -> None:
         options = {"num_cpus": settings.encoder_num_cpus, "num_gpus": encoder_gpus(settings),
                    "scheduling_strategy": "SPREAD"}
-        self.actors = [EncoderActor.options(**options).remote(space, settings) for _ in range(settings.embed_actors)]
+        self.actors = [EncoderActor.options(**options).remote(space, settings)
+                       for _ in range(actors_of(space, settings))]
         self.busy = [0] * len(self.actors)  # inputs sent and not yet answered, per actor
-        self.min_part = max(1, settings.embed_batch_size)
+        self.min_part = max(1, settings.caption_batch_size if space == "caption" else settings.embed_batch_size)
 
     async def describe(self) -> dict:
         """The first actor's description, once every actor has loaded its model (all load the same one)."""
@@ -99,7 +111,7 @@ class _EncoderPool:
         """The Ray node of each actor."""
         return list(await asyncio.gather(*[a.node_id.remote() for a in self.actors]))
 
-    async def encode(self, inputs: list) -> np.ndarray:
+    async def encode(self, inputs: list) -> np.ndarray | list[str]:
         n_parts = max(1, min(len(self.actors), math.ceil(len(inputs) / self.min_part)))
         size = max(1, math.ceil(len(inputs) / n_parts))
         parts = [inputs[i : i + size] for i in range(0, len(inputs), size)] or [inputs]
@@ -111,18 +123,25 @@ class _EncoderPool:
         finally:
             for i, part in zip(chosen, parts):
                 self.busy[i] -= len(part)
-        return out[0] if len(out) == 1 else np.concatenate(out)
+        if len(out) == 1:
+            return out[0]
+        return np.concatenate(out) if isinstance(out[0], np.ndarray) else [c for part in out for c in part]
 
 
 # An async actor answers many calls at once; it only forwards them, so it needs no CPU slot.
 EncoderPool = ray.remote(num_cpus=0, max_restarts=2, max_task_retries=2)(_EncoderPool)
 
 
+def actors_of(space: str, settings: Settings) -> int:
+    """How many actors serve ``space``: ``caption_actors`` for the captioner, ``embed_actors`` for a space."""
+    return settings.caption_actors if space == "caption" else settings.embed_actors
+
+
 def start_encoders(settings: Settings) -> dict[str, ray.actor.ActorHandle]:
-    """One encoder per space (``text`` always; ``image`` when CLIP is enabled): a single actor, or a pool
-    of ``embed_actors`` when that is above 1. Both answer ``describe`` and ``encode``."""
-    spaces = ["text"] + (["image"] if settings.clip_enabled else [])
-    if settings.embed_actors > 1:
-        return {s: EncoderPool.remote(s, settings) for s in spaces}
+    """One encoder per space (``text`` always; ``image`` when CLIP is enabled) and the captioner (``caption``,
+    when captioning is enabled): a single actor, or a pool when its actor count is above 1. All answer
+    ``describe`` and ``encode``."""
+    spaces = ["text"] + (["image"] if settings.clip_enabled else []) + (["caption"] if settings.caption_enabled else [])
     options = {"num_cpus": settings.encoder_num_cpus, "num_gpus": encoder_gpus(settings)}
-    return {s: EncoderActor.options(**options).remote(s, settings) for s in spaces}
+    return {s: EncoderPool.remote(s, settings) if actors_of(s, settings) > 1
+            else EncoderActor.options(**options).remote(s, settings) for s in spaces}

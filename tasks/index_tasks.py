@@ -13,7 +13,7 @@ from prefect.cache_policies import NO_CACHE
 
 from mmrag_core.changes import list_source
 from mmrag_core.config import Settings
-from mmrag_core.embed import image_inputs, text_inputs
+from mmrag_core.embed import caption_inputs, image_inputs, set_captions, text_inputs
 from mmrag_core.faults import crash_point
 from mmrag_core.indexing import ShardJob, run_shard_job
 from mmrag_core.items import Failure
@@ -36,6 +36,8 @@ class BatchSummary:
     seconds_extract: float = 0.0
     seconds_embed: float = 0.0
     seconds_ocr: float = 0.0
+    seconds_caption: float = 0.0
+    captions: int = 0
     failures: list[Failure] = field(default_factory=list)
     # Documents extracted per Ray node id: shows how the work spread over a cluster.
     nodes: dict[str, int] = field(default_factory=dict)
@@ -57,7 +59,8 @@ def discover_source(source: str, settings: Settings) -> Discovery:
 def process_batch(
     batch_no: int, docs: list[DocRef], settings: Settings, encoders: dict, record_key: str, image_live: bool
 ) -> BatchSummary:
-    """Extract a batch on a Ray worker, embed its items on the encoder actors, persist one record per doc."""
+    """Extract a batch on a Ray worker, caption its pictures (when captioning is on) and embed its items on the
+    model actors, persist one record per doc."""
     store = open_store(settings)
     out = BatchSummary(docs=len(docs))
     t0 = time.perf_counter()
@@ -66,10 +69,14 @@ def process_batch(
     out.seconds_extract = time.perf_counter() - t0
     out.nodes = {batch.node_id: len(docs)}
     where = {"ray_node_id": batch.node_id, "hostname": batch.hostname}
+    if "caption" in encoders:  # before embedding: captions are embedded in the text space
+        t_cap = time.perf_counter()
+        out.captions = caption_results(results, encoders["caption"])
+        out.seconds_caption = time.perf_counter() - t_cap
     t1 = time.perf_counter()
     text_ids, texts, img_ids, imgs = [], [], [], []
     for r in results:
-        ids, tx = text_inputs(r.items)
+        ids, tx = text_inputs(r.items, settings.chunk_context_embedded)
         text_ids.append(ids)
         texts.extend(tx)
         ids, im = image_inputs(r.items) if image_live else (np.zeros(0, np.int64), [])
@@ -100,6 +107,19 @@ def process_batch(
         out.items += len(r.items)
         out.failures.extend(r.failures)
     return out
+
+
+def caption_results(results: list, captioner: ray.actor.ActorHandle) -> int:
+    """Caption every figure, page render and image of a batch's extraction results in one call to the captioner
+    (an actor or a pool, which batches and spreads it); returns how many captions were made."""
+    items, pngs = [], []
+    for r in results:
+        chosen, images = caption_inputs(r.items)
+        items.extend(chosen)
+        pngs.extend(images)
+    if pngs:
+        set_captions(items, ray.get(captioner.encode.remote(pngs)))
+    return sum(1 for it in items if it.caption)
 
 
 @ray.remote(num_cpus=1)

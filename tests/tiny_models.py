@@ -7,6 +7,9 @@ open_clip loading path is exercised without any model hub::
     from tests.tiny_models import make_tiny_clip
     clip_dir = make_tiny_clip(tmp_path / "clip")
     ClipEncoder(f"local-dir:{clip_dir}", None)
+
+``make_tiny_blip2(folder)`` writes a ``save_pretrained`` folder of a tiny BLIP-2 (ViT, Q-Former, OPT; random
+seeded weights) with its processor and an offline-built tokenizer, loadable by ``Captioner(str(folder))``.
 """
 from __future__ import annotations
 
@@ -97,3 +100,67 @@ def single_torch_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+# Words of the tiny BLIP-2's vocabulary: captions made of them read as words (a byte-level vocabulary would
+# give random bytes), so a caption embedded in the text space is text a query can repeat.
+TINY_BLIP2_WORDS = (
+    "a", "photo", "of", "the", "an", "in", "on", "with", "and", "red", "blue", "green", "bus", "street", "chart",
+    "bar", "line", "graph", "revenue", "year", "page", "text", "table", "figure", "diagram", "map", "plot", "dog",
+    "cat", "tree", "house", "car", "sky", "water", "person", "people", "sign", "logo", "drawing", "scan",
+    "document", "form", "Question", "Answer", "what", "does", "this", "show", "is", "are", ":", "?", ".",
+)
+
+
+def make_tiny_blip2(folder: Path, seed: int = 0, num_query_tokens: int = 4) -> Path:
+    """Write a tiny ``Blip2ForConditionalGeneration`` (ViT vision tower, Q-Former, OPT language model; seeded
+    random weights) with its ``Blip2Processor`` (a word-level tokenizer built offline, a 32-px
+    ``BlipImageProcessor``) into ``folder`` with ``save_pretrained``; returns ``folder``. Its generation config
+    suppresses the special tokens, so every caption has ``max_new_tokens`` words."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import (
+        Blip2Config,
+        Blip2ForConditionalGeneration,
+        Blip2Processor,
+        Blip2QFormerConfig,
+        Blip2VisionConfig,
+        BlipImageProcessor,
+        OPTConfig,
+        PreTrainedTokenizerFast,
+    )
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    specials = ["<pad>", "</s>", "<unk>"]
+    vocab = {w: i for i, w in enumerate(dict.fromkeys(specials + list(TINY_BLIP2_WORDS)))}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.post_processor = processors.TemplateProcessing(single="</s> $A", special_tokens=[("</s>", vocab["</s>"])])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="</s>", eos_token="</s>", pad_token="<pad>",
+                                        unk_token="<unk>")
+    processor = Blip2Processor(BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer,
+                               num_query_tokens=num_query_tokens)  # adds the <image> token to the tokenizer
+    image_token = tokenizer.convert_tokens_to_ids("<image>")
+    config = Blip2Config(
+        vision_config=Blip2VisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=2, image_size=32, patch_size=8),
+        qformer_config=Blip2QFormerConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                          intermediate_size=64, vocab_size=64, max_position_embeddings=64),
+        text_config=OPTConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                              ffn_dim=64, max_position_embeddings=128, word_embed_proj_dim=32,
+                              pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                              eos_token_id=tokenizer.eos_token_id),
+        num_query_tokens=num_query_tokens,
+        image_token_index=image_token,
+    )
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        model = Blip2ForConditionalGeneration(config).eval()
+    finally:
+        torch.random.set_rng_state(gen_state)
+    model.generation_config.suppress_tokens = [vocab["<pad>"], vocab["</s>"], vocab["<unk>"], image_token]
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder

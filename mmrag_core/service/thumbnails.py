@@ -1,5 +1,5 @@
-"""Small PNG previews of hits: an image or figure from its document's stored record (the downscaled bytes
-the image space embedded), else rendered from the source file (a PDF page with the chunk's box marked, a
+"""Small PNG previews of hits: an image, figure or page render from its document's stored record (the downscaled
+bytes the image space embedded), else rendered from the source file (a PDF page with the chunk's box marked, a
 figure's area, an image file). Kept in a bounded in-memory cache keyed by the item's content id."""
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ class ThumbnailCache:
 def render_thumbnail(store: Store, settings: Settings, row: dict, max_side: int) -> bytes:
     """PNG of the item described by ``row`` (a snapshot items row) at most ``max_side`` pixels long.
     Raises OSError or ValueError when neither the stored record nor the source can give one."""
-    if row["kind"] in ("figure", "image"):
+    if row["kind"] in ("figure", "image", "page"):  # the picture the image space embedded
         stored = _stored_image(store, row)
         if stored is not None:
             return png_thumbnail(Image.open(io.BytesIO(stored)), max_side)[0]
@@ -87,7 +87,7 @@ def _render_pdf(path: str, row: dict, max_side: int) -> Image.Image:
         zoom = max_side / max(clip.width, clip.height, 1.0)
         pix = page.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom), clip=clip, colorspace=pymupdf.csRGB, alpha=False)
         img = Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
-    if row["kind"] != "figure" and bbox and not bbox.is_empty:
+    if row["kind"] not in ("figure", "page") and bbox and not bbox.is_empty:  # a chunk: mark where it is
         box = [(bbox.x0 - clip.x0) * zoom, (bbox.y0 - clip.y0) * zoom, (bbox.x1 - clip.x0) * zoom,
                (bbox.y1 - clip.y0) * zoom]
         ImageDraw.Draw(img).rectangle(box, outline=HIGHLIGHT, width=max(1, max_side // 128))
