@@ -10,6 +10,7 @@ from PIL import Image
 
 from mmrag_core.chunking import TokenCounter, Word, chunk_words
 from mmrag_core.config import Settings
+from mmrag_core.extract.doc_context import PageContext
 from mmrag_core.items import Failure, Item, item_id
 from mmrag_core.ocr import OcrResult, eight_bit, ocr_image
 
@@ -60,9 +61,11 @@ class DocContext:
         )
 
     def chunk_items(
-        self, words: Sequence[Word], page: int, text_source: str, ocr_confidence: float | None
+        self, words: Sequence[Word], page: int, text_source: str, ocr_confidence: float | None,
+        context: PageContext | None = None,
     ) -> list[Item]:
-        """Chunk one page's words into ``kind="chunk"`` items, numbered from 0 on that page."""
+        """Chunk one page's words into ``kind="chunk"`` items, numbered from 0 on that page; with a page
+        ``context``, each item gets its context prefix (``Item.context``)."""
         chunks = chunk_words(words, self.settings.chunk_tokens, self.settings.chunk_overlap, self.count_tokens)
         return [
             Item(
@@ -76,6 +79,7 @@ class DocContext:
                 ocr_confidence=ocr_confidence,
                 text_source=text_source,
                 ordinal=ordinal,
+                context=context.for_chunk(chunk.bbox) if context is not None else None,
             )
             for ordinal, chunk in enumerate(chunks)
         ]

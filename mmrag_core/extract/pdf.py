@@ -17,7 +17,10 @@ from PIL import Image
 
 from mmrag_core.chunking import Word
 from mmrag_core.extract.common import DocContext, ExtractResult
+from mmrag_core.extract.doc_context import PageContext, pdf_page_contexts
 from mmrag_core.extract.figures import find_figures, render_figure, words_inside
+from mmrag_core.extract.page_render import add_page_item
+from mmrag_core.extract.tables import table_words
 from mmrag_core.items import Item, item_id
 from mmrag_core.ocr import OcrResult, OcrUnavailable
 
@@ -42,8 +45,9 @@ def extract_pdf(path: str | os.PathLike[str], ctx: DocContext) -> ExtractResult:
         if refusal:
             return ctx.failed("open", refusal)
         result = ExtractResult()
+        contexts = _page_contexts(doc, ctx, result)
         for pno in range(doc.page_count):
-            _extract_page(doc, pno, ctx, result)
+            _extract_page(doc, pno, ctx, result, contexts.get(pno))
         if _truncated(doc, path):  # damage can surface only once pages are read
             return ctx.failed("extract", _DAMAGED)
         if doc.is_repaired:
@@ -75,7 +79,32 @@ def _truncated(doc: pymupdf.Document, path: str | os.PathLike[str]) -> bool:
         return b"%%EOF" not in fh.read()
 
 
-def _extract_page(doc: pymupdf.Document, pno: int, ctx: DocContext, result: ExtractResult) -> None:
+def _page_contexts(doc: pymupdf.Document, ctx: DocContext, result: ExtractResult) -> dict[int, PageContext]:
+    """Per page, what its chunks' context prefixes are made from (none when ``chunk_context`` is off)."""
+    if not ctx.settings.chunk_context:
+        return {}
+    started = time.perf_counter()
+    try:
+        return pdf_page_contexts(doc, ctx.source_uri, ctx.settings.chunk_context_tokens, ctx.count_tokens)
+    finally:
+        result.stats["seconds_context"] = result.stats.get("seconds_context", 0.0) + time.perf_counter() - started
+
+
+def _chunk_words(words: list[Word], ctx: DocContext, result: ExtractResult) -> list[Word]:
+    """The words to chunk: rewritten row by row when the page is laid out as a table (``table_structure``)."""
+    if not ctx.settings.table_structure:
+        return words
+    started = time.perf_counter()
+    rows = table_words(words)
+    result.stats["seconds_tables"] = result.stats.get("seconds_tables", 0.0) + time.perf_counter() - started
+    if rows is None:
+        return words
+    result.stats["table_pages"] = result.stats.get("table_pages", 0) + 1
+    return rows
+
+
+def _extract_page(doc: pymupdf.Document, pno: int, ctx: DocContext, result: ExtractResult,
+                  context: PageContext | None = None) -> None:
     """Append one page's chunks and figures to ``result``, or a page failure."""
     try:
         page = doc.load_page(pno)
@@ -94,7 +123,8 @@ def _extract_page(doc: pymupdf.Document, pno: int, ctx: DocContext, result: Extr
         if ocr is None:
             return
         words, source, confidence = ocr.words, "ocr", ocr.confidence
-    result.items.extend(ctx.chunk_items(words, pno, source, confidence))
+    result.items.extend(ctx.chunk_items(_chunk_words(words, ctx, result), pno, source, confidence, context))
+    add_page_item(page, pno, ctx, result)  # the whole page, for the image space (not for blank pages)
     try:
         figures = _figures(page, pno, words, source, ctx)
     except Exception as exc:
