@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from mmrag_core.catalog import CatalogDiff, diff_catalog
 from mmrag_core.config import Settings
 from mmrag_core.embed import config_key
+from mmrag_core.lexical_index import LEXICAL, compatible
 from mmrag_core.snapshot import read_latest_manifest, read_table
 from mmrag_core.sources import Discovery, DocRef, discover
 from mmrag_core.store import Store, open_store, storage_options_for
@@ -24,8 +25,9 @@ class PendingWork:
 
     @property
     def up_to_date(self) -> bool:
-        """Nothing added, changed or removed, the same files refused, and no rebuild due."""
-        if self.fresh or self.candidates or self.parent is None:
+        """Nothing added, changed or removed, the same files refused, no rebuild due, and LATEST has a lexical
+        index this code reads (a store indexed before it had one gets one on the next run)."""
+        if self.fresh or self.candidates or self.parent is None or not compatible(self.parent.get(LEXICAL)):
             return False
         c = self.changes
         if c.added or c.changed or c.removed:

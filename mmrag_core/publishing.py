@@ -28,6 +28,7 @@ from mmrag_core.indexing import (
     run_shard_job,
 )
 from mmrag_core.items import ITEM_SCHEMA, Failure, failures_to_table
+from mmrag_core.lexical_index import build_state, lexical_for_run
 from mmrag_core.snapshot import (
     NothingToPublish,
     SnapshotContent,
@@ -83,12 +84,17 @@ def index_and_publish(store: Store, request: IndexRequest, parent: dict | None, 
     if reasons:
         spaces, tombstones = compact_spaces(store, spaces, tombstones), np.empty(0, np.int64)
         extra["compacted"] = reasons
+    t_lexical = time.perf_counter()
+    lexical_shards = lexical_for_run(store, items, {e.sha256 for e in plan.new}, base, request.record_key)
+    lexical = build_state(store, lexical_shards, items.column("id").to_numpy(), settings,
+                          compact="the vector spaces were compacted" if reasons else None)
     stats = {**request.stats, "seconds_index": round(t_index, 3),
-             "seconds_compact": round(time.perf_counter() - t0 - t_index, 3),
+             "seconds_compact": round(t_lexical - t0 - t_index, 3),
+             "seconds_lexical": round(time.perf_counter() - t_lexical, 3),
              "documents_encoded": len(plan.new), "documents_tombstoned": len(plan.gone)}
     content = SnapshotContent(items, catalog_table([e.row() for e in plan.entries]), failures, tombstones, spaces,
                               request.models, request.source, stats, request.record_key, request.config_key,
-                              plan.next_id, extra)
+                              plan.next_id, extra, lexical)
     return publish(store, content, settings, parent=parent["id"] if parent else None)
 
 
@@ -138,10 +144,14 @@ def compact_and_publish(store: Store, parent: dict, settings: Settings, reason: 
     """A new snapshot with the parent's content, every space rewritten as one shard without tombstones."""
     tombstones = read_tombstones(store, parent)
     spaces: dict[str, SpaceState] = compact_spaces(store, spaces_of(parent), tombstones)
+    items = read_table(store, parent, "items.parquet")
+    shards = lexical_for_run(store, items, set(), parent, parent["record_key"])  # all items if the parent has none
+    lexical = build_state(store, shards, items.column("id").to_numpy(), compact=reason)
     content = SnapshotContent(
-        read_table(store, parent, "items.parquet"), read_table(store, parent, "catalog.parquet"),
+        items, read_table(store, parent, "catalog.parquet"),
         read_table(store, parent, "failures.parquet"), np.empty(0, np.int64), spaces, parent["models"],
         parent["source"], {**parent["stats"], "compaction_of": parent["id"]}, parent["record_key"],
         parent["config_key"], parent["next_id"], {"compacted": {name: reason for name in spaces}},
+        lexical,
     )
     return publish(store, content, settings, parent=parent["id"])

@@ -14,7 +14,7 @@ from datetime import datetime
 from mmrag_core.config import Settings
 from mmrag_core.lock import store_lock
 from mmrag_core.snapshot import read_manifest, read_table
-from mmrag_core.store import CODECS, DOCS, MANIFEST, SHARDS, SNAPSHOTS, Store, doc_key
+from mmrag_core.store import CODECS, DOCS, LEXICAL_SHARDS, MANIFEST, SHARDS, SNAPSHOTS, Store, doc_key
 
 
 @dataclass
@@ -70,11 +70,11 @@ def plan_gc(store: Store, keep_last: int, keep_days: float, grace_seconds: float
 
 def _units(store: Store) -> dict[str, list[str]]:
     """Objects grouped by what is written and deleted together: a document record, a codec or shard
-    folder, a snapshot folder."""
+    folder, a lexical shard folder, a snapshot folder."""
     units: dict[str, list[str]] = {}
     for key in store.find(DOCS):
         units.setdefault(key, []).append(key)
-    for top, depth in ((CODECS, 3), (SHARDS, 3), (SNAPSHOTS, 2)):
+    for top, depth in ((CODECS, 3), (SHARDS, 3), (LEXICAL_SHARDS, 2), (SNAPSHOTS, 2)):
         for key in store.find(top):
             parts = key.split("/")
             unit = "/".join(parts[:depth]) if len(parts) > depth else key

@@ -1,9 +1,10 @@
 """Immutable, versioned index snapshots: publish (write, verify, then move LATEST), open, verify.
 
 A snapshot's own folder holds ``items.parquet`` (metadata, no vectors), ``catalog.parquet`` (documents and
-their id ranges), ``failures.parquet``, ``tombstones.npy`` and, written last, ``manifest.json``. The manifest
-lists every file the snapshot needs with its sha256 and size: its own files and the codec and shard files
-it shares with other snapshots. Readers trust only what the manifest lists and verifies.
+their id ranges), ``failures.parquet``, ``tombstones.npy``, ``lexical/`` (the BM25 matrix of its live items,
+:mod:`mmrag_core.lexical_index`) and, written last, ``manifest.json``. The manifest lists every file the
+snapshot needs with its sha256 and size: its own files and the codec, shard and lexical shard files it shares
+with other snapshots. Readers trust only what the manifest lists and verifies.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from mmrag_core.config import Settings
 from mmrag_core.faults import crash_point
 from mmrag_core.indexing import SpaceState, space_state_from_manifest
 from mmrag_core.items import Failure
+from mmrag_core.lexical_index import LEXICAL, LexicalIndex, LexicalState
 from mmrag_core.space_index import SpaceIndex
 from mmrag_core.store import MANIFEST, ChecksumMismatch, Store, snapshot_key
 from mmrag_core.stored_index import open_shard
@@ -65,6 +67,7 @@ class SnapshotContent:
     config_key: str = ""
     next_id: int = 0
     extra: dict = field(default_factory=dict)  # e.g. {"compacted": reason}
+    lexical: LexicalState | None = None  # the BM25 index over the items' text (its shards and files)
 
 
 def _npy_bytes(a: np.ndarray) -> bytes:
@@ -87,6 +90,8 @@ def publish(store: Store, content: SnapshotContent, settings: Settings, parent: 
         raise SnapshotError(f"snapshot {snapshot_id} already exists")
     own = {"items.parquet": _parquet_bytes(content.items), "catalog.parquet": _parquet_bytes(content.catalog),
            "failures.parquet": _parquet_bytes(content.failures), "tombstones.npy": _npy_bytes(content.tombstones)}
+    if content.lexical is not None:
+        own.update({f"{LEXICAL}/{name}": data for name, data in content.lexical.files.items()})
     files: dict[str, dict] = {}
     for name, data in own.items():
         store.write_bytes(snapshot_key(snapshot_id, name), data)
@@ -96,6 +101,9 @@ def publish(store: Store, content: SnapshotContent, settings: Settings, parent: 
         files.update(state.codec.files)
         for shard in state.shards:
             files.update(shard.files)
+    if content.lexical is not None:
+        for lexical_shard in content.lexical.shards:
+            files.update(lexical_shard.files)
     manifest = {
         "format": FORMAT_VERSION,
         "id": snapshot_id,
@@ -107,6 +115,7 @@ def publish(store: Store, content: SnapshotContent, settings: Settings, parent: 
         "config_key": content.config_key,
         "next_id": int(content.next_id),
         "spaces": spaces,
+        **({LEXICAL: content.lexical.to_manifest(snapshot_id)} if content.lexical is not None else {}),
         "tombstones": len(content.tombstones),
         "files": files,
         "counts": _counts(content.items, content.failures),
@@ -173,6 +182,7 @@ class Snapshot:
     manifest: dict
     items: pa.Table
     indexes: dict[str, SpaceIndex]
+    lexical: LexicalIndex | None = None  # BM25 over the items' text; None for a snapshot without one
 
 
 def read_manifest(store: Store, snapshot_id: str | None = None) -> dict:
@@ -226,4 +236,4 @@ def open_snapshot(store: Store, snapshot_id: str | None = None, verify_files: bo
     for name, state in spaces_of(manifest).items():
         indexes[name] = SpaceIndex([open_shard(store, s) for s in state.shards], state.codec.spec,
                                    tombstones, state.live)
-    return Snapshot(manifest["id"], manifest, items, indexes)
+    return Snapshot(manifest["id"], manifest, items, indexes, LexicalIndex.open(store, manifest))

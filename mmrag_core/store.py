@@ -3,6 +3,7 @@
     docs/<sha256>.parquet                 items + vectors of one document (the durable intermediate)
     codecs/<space>/<codec_id>/            a trained, empty FAISS codec + codec.json (written last)
     shards/<space>/<shard_id>/            an encoded shard (index + refine vectors) + shard.json (written last)
+    lexical/<shard_id>/                   term counts of one run's new items + shard.json (written last)
     snapshots/<id>/                       a published snapshot's own files + manifest.json (written last)
     LATEST                                the id of the newest verified snapshot (moved last of all)
 
@@ -245,6 +246,7 @@ LATEST = "LATEST"
 DOCS = "docs"
 CODECS = "codecs"
 SHARDS = "shards"
+LEXICAL_SHARDS = "lexical"
 SNAPSHOTS = "snapshots"
 MANIFEST = "manifest.json"
 

@@ -62,7 +62,7 @@ def test_gc_keeps_the_rule_and_what_it_references(store: Store, history: list[di
     assert plan.kept == [m["id"] for m in kept]
     assert plan.dropped_snapshots == [m["id"] for m in old]
     unreferenced = files_of(old) - files_of(kept)
-    assert {k.split("/")[0] for k in unreferenced} == {"snapshots", "codecs", "shards"}
+    assert {k.split("/")[0] for k in unreferenced} == {"snapshots", "codecs", "shards", "lexical"}
     assert doc_key(make_doc("a.pdf").sha) in plan.delete  # a's first version: in no kept catalog
     assert unreferenced < set(plan.delete) and not files_of(kept) & set(plan.delete)
     latest = store.latest_id()
@@ -104,13 +104,14 @@ def test_unreferenced_files_wait_for_the_grace_period(store: Store, history: lis
 
 
 def needed_by(store: Store, manifest: dict) -> set[str]:
-    """Every object a snapshot needs: LATEST, its folder, its documents' records, and its codec and shard
-    folders (the files its manifest lists and their markers)."""
+    """Every object a snapshot needs: LATEST, its folder, its documents' records, and its codec, shard and
+    lexical shard folders (the files its manifest lists and their markers)."""
     keys = {LATEST, snapshot_key(manifest["id"], MANIFEST), *manifest["files"]}
     keys |= {doc_key(sha) for sha in read_table(store, manifest, "catalog.parquet").column("sha256").to_pylist()}
     for meta in manifest["spaces"].values():
         keys.add(f"{codec_dir(meta['codec']['space'], meta['codec']['id'])}/{CODEC_MARKER}")
         keys |= {f"{shard_dir(s['space'], s['id'])}/{SHARD_MARKER}" for s in meta["shards"]}
+    keys |= {f"lexical/{s['id']}/shard.json" for s in manifest["lexical"]["shards"]}  # the lexical shards' markers
     return keys
 
 

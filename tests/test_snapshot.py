@@ -151,9 +151,11 @@ def test_publish_and_open(store: Store) -> None:
         assert (meta["count"], meta["stored"], meta["tombstoned"], meta["dim"]) == (count, count, 0, dim)
         assert meta["index_type"] == "Flat" and meta["recall_at_10"] == 1.0 and len(meta["shards"]) == 1
     # every file it needs is listed with its checksum: its own, and the shared codec and shard files
+    # (the lexical index: its BM25 files in the snapshot's folder, its shard of term counts shared)
     own = {snapshot_key(sid, n) for n in ("items.parquet", "catalog.parquet", "failures.parquet", "tombstones.npy")}
-    assert own <= set(manifest["files"])
-    assert {k.split("/")[0] for k in set(manifest["files"]) - own} == {"codecs", "shards"}
+    own |= set(manifest["lexical"]["files"].values())
+    assert own <= set(manifest["files"]) and len(own) > 4
+    assert {k.split("/")[0] for k in set(manifest["files"]) - own} == {"codecs", "shards", "lexical"}
     for key, meta in manifest["files"].items():
         data = store.read_bytes(key)
         assert meta == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
