@@ -11,6 +11,7 @@ from typing import Any
 
 from mmrag_core.config import Settings, load_settings
 from mmrag_core.lock import StoreLocked
+from mmrag_core.query import FUSION_METHODS, STRATEGIES
 from mmrag_core.snapshot import NothingToPublish, SnapshotError
 
 
@@ -42,13 +43,26 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--snapshot", help="snapshot id (default: LATEST)")
     _common(q)
     q.add_argument("--json", action="store_true", help="print hits as JSON")
+    q.add_argument("--strategy", choices=STRATEGIES,
+                   help="how ranked lists are produced and combined (default: settings.fusion_strategy)")
+    q.add_argument("--fusion", choices=FUSION_METHODS, help="late fusion: rrf or weighted (default: settings.fusion_method)")
+    q.add_argument("--filter-source", action="append", metavar="PREFIX", help="only hits whose source URI starts "
+                   "with PREFIX (repeat for any of several)")
+    q.add_argument("--filter-doc", action="append", metavar="DOC", help="only hits of this document: file name, "
+                   "name without extension or sha256 (repeatable)")
+    q.add_argument("--filter-kind", action="append", metavar="KIND", help="only hits of this kind: chunk, figure, "
+                   "image (repeatable)")
+    q.add_argument("--pages", metavar="A-B", help="only hits on pages A to B (0-based, inclusive; 'A-', '-B', 'A')")
+    q.add_argument("--all-items", action="store_true", help="every matching item, not one hit per page")
 
     e = sub.add_parser("eval", help="measure retrieval quality of a snapshot against qrels, beside a BM25 baseline")
     e.add_argument("--queries", required=True, help="queries JSON-lines file ({\"query_id\", \"text\", ...} a line)")
     e.add_argument("--qrels", required=True, help="relevance judgements TSV: query_id, corpus_id, score")
     e.add_argument("--snapshot", help="snapshot id (default: LATEST)")
     _common(e)
-    e.add_argument("--systems", help="comma-separated, among bm25,text,image,default (default: all available)")
+    e.add_argument("--systems", help="comma-separated, among bm25,text,image,lexical,hybrid,routed,late,early,"
+                   "cascade,default "
+                   "(default: all the snapshot allows)")
     e.add_argument("--json", metavar="PATH", help="write the rows (and per-query rankings) as JSON")
     e.add_argument("--plot", metavar="PATH", help="write a PNG of the Recall@k curves")
     e.add_argument("--answers", action="store_true",
@@ -172,6 +186,8 @@ def _print_index_summary(m: dict, wall: float) -> None:
     print(f"  items: {c['items']} {c['items_by_kind']}")
     for space, meta in m["spaces"].items():
         print("  " + _space_line(space, meta))
+    if m.get("lexical"):
+        print("  " + _lexical_line(m["lexical"]))
     if m.get("compacted"):
         print(f"  compacted: {m['compacted']}")
     if "skipped" in m["models"].get("image", {}):
@@ -185,18 +201,24 @@ def _print_index_summary(m: dict, wall: float) -> None:
 
 def cmd_query(args: argparse.Namespace) -> int:
     from mmrag_core.engines import open_engine
+    from mmrag_core.query_filters import QueryFilters
 
     settings = _settings(args)
     if not args.text and not args.image:
         print("mmrag query: give query text, --image PATH, or both", file=sys.stderr)
         return 2
+    filters = QueryFilters.parse({"source": args.filter_source, "doc": args.filter_doc, "kind": args.filter_kind,
+                                  "pages": args.pages})
     engine = open_engine(settings, args.snapshot)
     snap = engine.snapshot
-    hits = engine.search(args.text, args.image, args.k or settings.k)
+    strategy = args.strategy or engine.strategy
+    hits = engine.search(args.text, args.image, args.k or settings.k, strategy=strategy, filters=filters,
+                         fusion=args.fusion, dedupe=False if args.all_items else None)
     if args.json:
-        print(json.dumps({"snapshot": snap.id, "query": args.text, "hits": [h.to_dict() for h in hits]}, indent=2))
+        print(json.dumps({"snapshot": snap.id, "query": args.text, "strategy": strategy, "filters": filters.to_dict(),
+                          "hits": [h.to_dict() for h in hits]}, indent=2))
         return 0
-    print(f"snapshot {snap.id} - {len(hits)} hits (pages are 0-based)")
+    print(f"snapshot {snap.id} - {len(hits)} hits, strategy {strategy} (pages are 0-based)")
     for n, h in enumerate(hits, 1):
         spaces = ", ".join(f"{s}#{r}" for s, r in h.ranks.items())
         print(f"{n:2d}. {h.score:.4f} [{h.kind}] {h.source_uri} page {h.page} ({spaces})")
@@ -280,6 +302,11 @@ def _space_line(space: str, meta: dict) -> str:
     return line
 
 
+def _lexical_line(meta: dict) -> str:
+    return (f"lexical: {meta['count']} items (BM25, vocabulary {meta['vocabulary']}, avgdl {meta['avgdl']}), "
+            f"{len(meta['shards'])} shard(s), {meta['tombstoned']} dead rows")
+
+
 def cmd_snapshots(args: argparse.Namespace) -> int:
     from mmrag_core.snapshot import read_manifest, verify
     from mmrag_core.store import open_store
@@ -304,6 +331,8 @@ def cmd_snapshots(args: argparse.Namespace) -> int:
               f"created {m['created_at']}\n  source: {m['source']}\n  counts: {m['counts']}")
         for space, meta in m["spaces"].items():
             print("  " + _space_line(space, meta))
+        if m.get("lexical"):
+            print("  " + _lexical_line(m["lexical"]))
         print(f"  files: {len(m['files'])}, {sum(f['bytes'] for f in m['files'].values())} bytes")
         return 0
     if action == "verify":

@@ -20,7 +20,7 @@ def evaluate_flow(queries: str, qrels: str, store: str | None = None, snapshot: 
         qrels: Relevance judgements on the worker, TSV: query_id, corpus_id (<doc_name>#p<page>, 0-based), score.
         store: Store to evaluate, a folder or s3://bucket/prefix (default: the worker's MMRAG_STORE).
         snapshot: Snapshot id to evaluate (default: LATEST).
-        systems: Among bm25, text, image, default (default: every one the snapshot allows).
+        systems: Among bm25, text, image, late, early, cascade, default (default: every one the snapshot allows).
         k: Distinct pages (or documents) ranked per query; Recall@10 and nDCG@10 need at least 10.
         answers: Also generate a cited answer per query that has a reference answer, and score it (slow on a CPU).
         answers_limit: With answers: only the first N such queries.

@@ -11,4 +11,4 @@ from mmrag_core.store import open_store
 def open_engine(settings: Settings, snapshot_id: str | None = None) -> QueryEngine:
     """Open (and verify) the snapshot of ``settings.store`` and wrap it in a query engine."""
     snapshot = open_snapshot(open_store(settings), snapshot_id)
-    return QueryEngine(snapshot, settings.device, settings.rrf_k, settings.search_depth)
+    return QueryEngine.from_settings(snapshot, settings)

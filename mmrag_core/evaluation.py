@@ -15,7 +15,13 @@ Systems, each giving a ranking of distinct pages (or documents) per query:
 - ``text``: the text space alone;
 - ``image``: the image space alone, queried through CLIP's text tower (only when the snapshot has an
   image space whose model loads);
-- ``default``: what ``mmrag query`` does without options (every ranked list, fused by reciprocal rank).
+- ``lexical``: the snapshot's published lexical index alone (BM25 over chunks' indexed text, a page at its
+  best chunk), only when the snapshot has one;
+- ``hybrid``: the text space and the lexical list, fused by reciprocal rank;
+- ``routed``: ``hybrid`` plus the two-stage routed list (:mod:`mmrag_core.routing`);
+- ``late``, ``early``, ``cascade``: :class:`~mmrag_core.query.QueryEngine` strategies (``early`` and
+  ``cascade`` only with a searchable image space; a text query's ``early`` vector is its CLIP text vector);
+- ``default``: what ``mmrag query`` does without options (the engine's configured strategy, settings.fusion_strategy).
 
 Dense rankings come from item hits: a hit's unit id is its page id (or document name); the first
 occurrence of each unit is kept, in hit order. The engine is asked for ``item_k`` item hits (100) so
@@ -55,9 +61,18 @@ from mmrag_core.lexical import PageBM25, page_id
 
 log = logging.getLogger(__name__)
 
-SYSTEMS: tuple[str, ...] = ("bm25", "text", "image", "default")
-# The ranked lists of QueryEngine.search each dense system fuses (None: the engine's default, all of them).
-SYSTEM_SPACES: dict[str, tuple[str, ...] | None] = {"text": ("text",), "image": ("image:text",), "default": None}
+SYSTEMS: tuple[str, ...] = ("bm25", "text", "image", "lexical", "hybrid", "routed", "late", "early", "cascade",
+                            "default")
+# The QueryEngine.search options of each dense system (no options: the engine's defaults).
+SYSTEM_SEARCH: dict[str, dict] = {"text": {"strategy": "late", "spaces": ("text",)},
+                                  "image": {"strategy": "late", "spaces": ("image:text",)},
+                                  "lexical": {"strategy": "late", "spaces": ("lexical",)},
+                                  "hybrid": {"strategy": "late", "spaces": ("text", "lexical")},
+                                  "routed": {"strategy": "late", "spaces": ("text", "lexical", "routed")},
+                                  "late": {"strategy": "late"}, "early": {"strategy": "early"},
+                                  "cascade": {"strategy": "cascade"}, "default": {}}
+NEEDS_IMAGE_SPACE: frozenset[str] = frozenset({"image", "early", "cascade"})
+NEEDS_LEXICAL_INDEX: frozenset[str] = frozenset({"lexical", "hybrid", "routed"})
 METRICS: tuple[str, ...] = ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@5", "ndcg@10",
                             "latency_p50_ms", "latency_p99_ms")
 TABLE_HEADERS: tuple[str, ...] = ("system", "R@1", "R@5", "R@10", "MRR@10", "nDCG@5", "nDCG@10", "p50 ms", "p99 ms")
@@ -234,8 +249,13 @@ class Evaluation:
 
 
 def available_systems(engine) -> list[str]:
-    """The systems that can run on ``engine``'s snapshot: ``image`` only when its image space loads."""
-    return [s for s in SYSTEMS if s != "image" or engine.clip is not None]
+    """The systems that can run on ``engine``'s snapshot: ``image``, ``early`` and ``cascade`` only when its
+    image space loads (and ``cascade`` when it has a text space to shortlist from); ``lexical``, ``hybrid``
+    and ``routed`` only when it has a lexical index."""
+    has_text = "text" in engine.snapshot.indexes
+    return [s for s in SYSTEMS if (s not in NEEDS_IMAGE_SPACE or engine.clip is not None)
+            and (s != "cascade" or has_text)
+            and (s not in NEEDS_LEXICAL_INDEX or engine.snapshot.lexical is not None)]
 
 
 def evaluate(
@@ -257,10 +277,14 @@ def evaluate(
     unknown = [s for s in systems if s not in SYSTEMS]
     if unknown or not systems:
         raise ValueError(f"unknown system(s) {unknown}; choose among {list(SYSTEMS)}")
-    if "image" in systems and engine.clip is None:
-        reason = ("its CLIP model could not be loaded" if "image" in engine.snapshot.indexes
-                  else "the snapshot has no image space")
-        raise ValueError(f"system 'image' cannot run: {reason}")
+    for system in (s for s in systems if s in NEEDS_IMAGE_SPACE):
+        if engine.clip is None:
+            reason = ("its CLIP model could not be loaded" if "image" in engine.snapshot.indexes
+                      else "the snapshot has no image space")
+            raise ValueError(f"system {system!r} cannot run: {reason}")
+    if engine.snapshot.lexical is None and set(systems) & NEEDS_LEXICAL_INDEX:
+        raise ValueError(f"systems {sorted(set(systems) & NEEDS_LEXICAL_INDEX)} need a lexical index, which snapshot "
+                         f"{engine.snapshot.id} does not have (index it again to build one)")
     level = qrels_level(qrels)
     notes: list[str] = []
     judged = {q: g for q, g in qrels.items() if g}
@@ -283,9 +307,9 @@ def evaluate(
         depth = k if level == "page" else max(item_k, k)
         rankers["bm25"] = lambda text: unit_ranking((p for p, _ in index.search(text, depth)), level, k)
     for s in systems:
-        if s in SYSTEM_SPACES:
-            rankers[s] = lambda text, spaces=SYSTEM_SPACES[s]: hits_ranking(
-                engine.search(text, k=item_k, spaces=spaces), level, k)
+        if s in SYSTEM_SEARCH:
+            rankers[s] = lambda text, options=SYSTEM_SEARCH[s]: hits_ranking(
+                engine.search(text, k=item_k, **options), level, k)
 
     rows, curves, rankings = [], {}, {}
     depth_before = engine.search_depth
@@ -427,7 +451,9 @@ def plot_recall(evaluation: Evaluation, path: str | Path) -> None:
     fig = Figure(figsize=(6.4, 4.4), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    styles = {"bm25": ("--", "s", 7), "text": ("-", "o", 8), "image": ("-", "^", 7), "default": (":", "x", 9)}
+    styles = {"bm25": ("--", "s", 7), "text": ("-", "o", 8), "image": ("-", "^", 7), "late": ("-.", "D", 6),
+              "early": ("-.", "v", 7), "cascade": ("-.", "P", 7), "lexical": ("--", "o", 6), "hybrid": ("-", "s", 6),
+              "routed": ("-", "*", 8), "default": (":", "x", 9)}
     for system, curve in evaluation.curves.items():
         linestyle, marker, size = styles.get(system, ("-", "o", 6))
         ax.plot(range(1, len(curve) + 1), curve, linestyle=linestyle, marker=marker, markersize=size,

@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from mmrag_core.config import Settings
 from mmrag_core.query import QueryEngine
+from mmrag_core.query_filters import QueryFilters
 from mmrag_core.snapshot import open_snapshot
 from mmrag_core.store import Store, open_store, storage_options_for
 
@@ -28,7 +29,7 @@ def engine_for(store: Store, settings: Settings, snapshot_id: str | None = None)
         if engine is None:
             snap = open_snapshot(store, sid)
             previous = next(reversed(_ENGINES.values()), None)
-            engine = QueryEngine(snap, settings.device, settings.rrf_k, settings.search_depth)
+            engine = QueryEngine.from_settings(snap, settings)
             engine.load_models(previous=previous)
             _ENGINES[(store.uri, snap.id)] = engine
             while len(_ENGINES) > _ENGINES_KEPT:
@@ -39,9 +40,12 @@ def engine_for(store: Store, settings: Settings, snapshot_id: str | None = None)
 
 @task(name="query-snapshot", cache_policy=NO_CACHE)
 def query_snapshot(settings: Settings, text: str | None = None, image: str | None = None, k: int | None = None,
-                   snapshot: str | None = None) -> list[dict]:
+                   snapshot: str | None = None, strategy: str | None = None,
+                   filters: dict | None = None) -> list[dict]:
     """Top-``k`` hits (dicts, each naming the snapshot that answered) for a text, an image (a path or
-    s3:// URI) or both, from ``snapshot`` or LATEST of ``settings.store``."""
+    s3:// URI) or both, from ``snapshot`` or LATEST of ``settings.store``; ``strategy`` (default:
+    settings.fusion_strategy) and ``filters`` (:class:`~mmrag_core.query_filters.QueryFilters` JSON form)
+    as for ``mmrag query``."""
     engine = engine_for(open_store(settings), settings, snapshot)
     data = None
     if image:
@@ -49,5 +53,6 @@ def query_snapshot(settings: Settings, text: str | None = None, image: str | Non
             data = f.read(settings.max_file_bytes + 1)
         if len(data) > settings.max_file_bytes:
             raise ValueError(f"query image {image} is over max_file_bytes ({settings.max_file_bytes})")
-    hits = engine.search(text=text, image=data, k=k or settings.k)
+    hits = engine.search(text=text, image=data, k=k or settings.k, strategy=strategy,
+                         filters=QueryFilters.parse(filters))
     return [{"snapshot": engine.snapshot.id, **h.to_dict()} for h in hits]

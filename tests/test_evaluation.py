@@ -246,7 +246,8 @@ def result(built: dict) -> ev.Evaluation:
 
 
 def test_evaluate_end_to_end(built: dict, result: ev.Evaluation) -> None:
-    assert [r["system"] for r in result.rows] == ["bm25", "text", "image", "default"]
+    assert [r["system"] for r in result.rows] == list(ev.SYSTEMS)
+    assert ev.SYSTEMS == ("bm25", "text", "image", "lexical", "hybrid", "routed", "late", "early", "cascade", "default")
     assert result.level == "page" and result.queries == 3 and result.snapshot == built["snapshot"].id
     assert any("no relevant judgement" in n for n in result.notes)
     rows = {r["system"]: r for r in result.rows}
@@ -265,6 +266,8 @@ def test_evaluate_end_to_end(built: dict, result: ev.Evaluation) -> None:
     # 'bm25' finds the bridge page by its words; pages without a query word are not ranked
     assert result.rankings["bm25"]["storm"][0] == "report#p2"
     assert "album#p0" not in result.rankings["bm25"]["storm"]
+    # so does the snapshot's published lexical index, and the hybrid fusion of it with the text space
+    assert result.rankings["lexical"]["storm"][0] == result.rankings["hybrid"]["storm"][0] == "report#p2"
     # the engine's own search depth is left as it was
     assert built["engine"].search_depth == 50
     assert result.curves["text"][0] == rows["text"]["recall@1"] and len(result.curves["text"]) == 10
@@ -275,7 +278,7 @@ def test_rows_json_schema(result: ev.Evaluation, tmp_path: Path) -> None:
     path = tmp_path / "eval.json"
     ev.write_json(result, path)
     data = json.loads(path.read_text())
-    assert [r["system"] for r in data["rows"]] == ["bm25", "text", "image", "default"]
+    assert [r["system"] for r in data["rows"]] == list(ev.SYSTEMS)
     for row in data["rows"]:
         assert set(row) == {"system", "recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@5", "ndcg@10",
                             "latency_p50_ms", "latency_p99_ms"}
@@ -296,7 +299,7 @@ def test_markdown_table(result: ev.Evaluation) -> None:
     lines = ev.markdown_table(result.rows).splitlines()
     assert lines[0] == "| system | R@1 | R@5 | R@10 | MRR@10 | nDCG@5 | nDCG@10 | p50 ms | p99 ms |"
     assert lines[1].startswith("|---|---:")
-    assert [ln.split("|")[1].strip() for ln in lines[2:]] == ["bm25", "text", "image", "default"]
+    assert [ln.split("|")[1].strip() for ln in lines[2:]] == list(ev.SYSTEMS)
 
 
 def test_evaluate_selected_systems_and_errors(built: dict) -> None:
@@ -322,9 +325,14 @@ def test_image_system_needs_an_image_space(built: dict) -> None:
     snap = built["snapshot"]
     text_only = dataclasses.replace(snap, indexes={"text": snap.indexes["text"]})
     engine = QueryEngine(text_only)
-    assert ev.available_systems(engine) == ["bm25", "text", "default"]
-    with pytest.raises(ValueError, match="no image space"):
-        ev.evaluate(engine, {"q": "bridge"}, {"q": {"report#p2": 1.0}}, systems=["image"])
+    assert ev.available_systems(engine) == ["bm25", "text", "lexical", "hybrid", "routed", "late", "default"]
+    no_lexical = QueryEngine(dataclasses.replace(text_only, lexical=None))
+    assert ev.available_systems(no_lexical) == ["bm25", "text", "late", "default"]
+    with pytest.raises(ValueError, match="need a lexical index"):
+        ev.evaluate(no_lexical, {"q": "bridge"}, {"q": {"report#p2": 1.0}}, systems=["hybrid"])
+    for system in ("image", "early", "cascade"):
+        with pytest.raises(ValueError, match=f"system '{system}' cannot run: the snapshot has no image space"):
+            ev.evaluate(engine, {"q": "bridge"}, {"q": {"report#p2": 1.0}}, systems=[system])
 
 
 def test_cli_eval(built: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

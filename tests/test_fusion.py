@@ -1,9 +1,11 @@
-"""Reciprocal rank fusion: hand-computed scores, weights and the documented tie-break rules."""
+"""Reciprocal rank fusion: hand-computed scores, weights and the documented tie-break rules; weighted score
+fusion, per-page dedup and the early-fusion vector combination."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from mmrag_core.fusion import Fused, reciprocal_rank_fusion
+from mmrag_core.fusion import Fused, combine_vectors, dedupe_by, reciprocal_rank_fusion, weighted_score_fusion
 
 
 def test_single_list_keeps_order_and_scores() -> None:
@@ -122,3 +124,53 @@ def test_result_type() -> None:
     (f,) = reciprocal_rank_fusion({"text": [(42, 0.25)]})
     assert isinstance(f, Fused)
     assert (f.id, f.ranks, f.similarities) == (42, {"text": 1}, {"text": 0.25})
+
+
+def test_weighted_score_fusion_hand_computed() -> None:
+    ranked = {"text": [(1, 0.9), (2, 0.7), (3, 0.5)], "image": [(3, 0.30), (4, 0.20), (1, 0.10)]}
+    fused = weighted_score_fusion(ranked)
+    # min-max within each list: text 1 -> 1, 2 -> 0.5, 3 -> 0; image 3 -> 1, 4 -> 0.5, 1 -> 0
+    assert {f.id: f.score for f in fused} == pytest.approx({1: 1.0, 2: 0.5, 3: 1.0, 4: 0.5})
+    assert [f.id for f in fused] == [1, 3, 2, 4]  # ties broken as in RRF: best rank, then list order
+    weighted = weighted_score_fusion(ranked, weights={"image": 3.0})
+    assert {f.id: f.score for f in weighted} == pytest.approx({1: 1.0, 2: 0.5, 3: 3.0, 4: 1.5})
+    assert [f.id for f in weighted] == [3, 4, 1, 2]
+
+
+def test_weighted_score_fusion_keeps_gaps_that_ranks_lose() -> None:
+    # one clear winner in "a", a near tie in "b": RRF calls 1 and 2 equal, weighted scores do not
+    ranked = {"a": [(1, 0.95), (2, 0.20), (3, 0.10)], "b": [(2, 0.51), (1, 0.50), (3, 0.10)]}
+    assert reciprocal_rank_fusion(ranked)[0].score == pytest.approx(reciprocal_rank_fusion(ranked)[1].score)
+    fused = weighted_score_fusion(ranked)
+    assert fused[0].id == 1 and fused[0].score > fused[1].score + 0.5
+
+
+def test_weighted_score_fusion_flat_list_and_empty() -> None:
+    fused = weighted_score_fusion({"a": [(5, 0.3), (6, 0.3)], "b": []})
+    assert [(f.id, f.score) for f in fused] == [(5, 1.0), (6, 1.0)]
+    assert weighted_score_fusion({}) == []
+
+
+def test_dedupe_by_keeps_the_best_item_per_unit_and_carries_ranks() -> None:
+    fused = reciprocal_rank_fusion({"text": [(1, 0.9), (2, 0.8), (3, 0.7)], "image": [(4, 0.6), (2, 0.5)]})
+    page = {1: "p1", 2: "p2", 3: "p1", 4: "p1"}
+    out = dedupe_by(fused, page.__getitem__)
+    assert [f.id for f in out] == [2, 1]  # 2 (text 2 + image 2) outranks 1 (text 1); 3 and 4 fold into 1
+    by_id = {f.id: f for f in out}
+    assert by_id[1].score == pytest.approx(1 / 61)  # the kept item's own score
+    assert by_id[1].ranks == {"text": 1, "image": 1}  # image rank carried from item 4, its own text rank kept
+    assert by_id[1].similarities == {"text": 0.9, "image": 0.6}
+    assert by_id[2].ranks == {"text": 2, "image": 2}
+    assert dedupe_by([], page.__getitem__) == []
+
+
+def test_combine_vectors() -> None:
+    t, i = np.array([[3.0, 0.0]]), np.array([[0.0, 0.5]])
+    both = combine_vectors([t, i], [0.5, 0.5])
+    assert both == pytest.approx(np.array([[1, 1]]) / np.sqrt(2))  # inputs normalised first: equal shares
+    assert combine_vectors([t, i], [1.0, 0.0]) == pytest.approx(np.array([[1.0, 0.0]]))
+    assert np.linalg.norm(combine_vectors([t, i], [0.2, 0.8])) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="cancel out"):
+        combine_vectors([t, -t], [0.5, 0.5])
+    with pytest.raises(ValueError):
+        combine_vectors([t], [0.5, 0.5])

@@ -70,10 +70,12 @@ def test_text_query_finds_paraphrased_chunk(built: dict, query: str, sentence: i
     assert top.text_source == "text_layer" and top.ocr_confidence is None
     assert top.ranks["text"] == 1
     assert 0.3 < top.similarities["text"] <= 1.0
-    assert top.score == pytest.approx(round(1 / 61, 6))
+    # reciprocal rank over the lists that found it (the text space; the lexical list when a query word is in it)
+    assert top.score == pytest.approx(round(sum(1 / (60 + r) for r in top.ranks.values()), 6), abs=1e-6)
+    assert set(top.ranks) <= {"text", "lexical", "routed", "image:text"}
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     # the CLIP text tower was searched as well
-    assert any("image:text" in h.ranks for h in hits)
+    assert any("image:text" in h.ranks for h in built["engine"].search(text=query, k=20))
 
 
 @pytest.mark.parametrize("which", [0, 1, 2])
@@ -96,12 +98,15 @@ def test_image_query_from_path(built: dict, tmp_path: Path) -> None:
 
 
 def test_text_and_image_query_fuses_all_lists(built: dict) -> None:
-    hits = built["engine"].search(text="espresso coffee", image=built["pngs"][0], k=20)
+    hits = built["engine"].search(text="espresso coffee", image=built["pngs"][0], k=20, dedupe=False)
     spaces = {s for h in hits for s in h.ranks}
-    assert spaces == {"text", "image:text", "image:image"}
+    assert spaces == {"text", "image:text", "image:image", "lexical", "routed"}  # hybrid and routing: on
     ids = [h.key for h in hits]
     assert built["docs"][1][2][2].id in ids and built["images"][0].id in ids
     assert len(ids) == len(set(ids)) == 9  # every item once
+    # by default one hit per page: the album's three images share its page 0
+    pages = built["engine"].search(text="espresso coffee", image=built["pngs"][0], k=20)
+    assert len(pages) == len({(h.source_uri, h.page) for h in pages}) == 7
 
 
 def test_k_limits_hits(built: dict) -> None:
@@ -137,7 +142,7 @@ def test_unavailable_image_model_degrades_to_text(built: dict, caplog: pytest.Lo
     with caplog.at_level(logging.WARNING, logger="mmrag_core.query"):
         hits = engine.search(text="glacier lake hike", k=3)
     assert hits[0].snippet == SENTENCES[3]
-    assert all(set(h.ranks) == {"text"} for h in hits)
+    assert all(set(h.ranks) <= {"text", "lexical", "routed"} and "text" in h.ranks for h in hits)
     assert any("image space not searched" in r.getMessage() for r in caplog.records)
 
 

@@ -10,9 +10,9 @@ def test_default_fuses_every_list(built: dict) -> None:  # noqa: F811
     engine = built["engine"]
     default = engine.search(text="espresso coffee", image=built["pngs"][0], k=20)
     explicit = engine.search(text="espresso coffee", image=built["pngs"][0], k=20,
-                             spaces=("text", "image:text", "image:image"))
+                             spaces=("text", "image:text", "image:image", "lexical", "routed"))
     assert [(h.id, h.score, h.ranks) for h in default] == [(h.id, h.score, h.ranks) for h in explicit]
-    assert {s for h in default for s in h.ranks} == {"text", "image:text", "image:image"}
+    assert {s for h in default for s in h.ranks} == {"text", "image:text", "image:image", "lexical", "routed"}
 
 
 def test_text_space_alone(built: dict) -> None:  # noqa: F811
@@ -23,7 +23,7 @@ def test_text_space_alone(built: dict) -> None:  # noqa: F811
 
 
 def test_image_space_by_text_alone(built: dict) -> None:  # noqa: F811
-    hits = built["engine"].search(text="a red picture", k=20, spaces={"image:text"})
+    hits = built["engine"].search(text="a red picture", k=20, spaces={"image:text"}, dedupe=False)
     assert len(hits) == 3 and all(set(h.ranks) == {"image:text"} and h.kind == "image" for h in hits)
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from mmrag_core.config import Settings
 from mmrag_core.prompting import Source, sources_from_hits
 from mmrag_core.query import Hit, QueryEngine
+from mmrag_core.query_filters import QueryFilters
 from mmrag_core.snapshot import SnapshotError, open_snapshot, read_manifest, read_table
 from mmrag_core.store import Store
 
@@ -67,10 +68,13 @@ class SnapshotHolder:
         engine = self._engine
         return engine.snapshot.id if engine is not None else None
 
-    def search(self, text: str | None, image: bytes | None, k: int, spaces: list[str] | None) -> Answer:
+    def search(self, text: str | None, image: bytes | None, k: int, spaces: list[str] | None,
+               strategy: str | None = None, filters: QueryFilters | None = None,
+               dedupe: bool | None = None) -> Answer:
         engine = self.engine  # read once: the whole answer comes from this snapshot
         with self._search_lock:
-            hits = engine.search(text=text, image=image, k=k, spaces=spaces)
+            hits = engine.search(text=text, image=image, k=k, spaces=spaces, strategy=strategy, filters=filters,
+                                 dedupe=dedupe)
         return Answer(engine.snapshot.id, hits)
 
     def sources(self, question: str, k: int) -> tuple[str, list[Source]]:
@@ -111,7 +115,7 @@ class SnapshotHolder:
                 return False
             try:
                 snap = open_snapshot(self.store, wanted)
-                engine = QueryEngine(snap, self.settings.device, self.settings.rrf_k, self.settings.search_depth)
+                engine = QueryEngine.from_settings(snap, self.settings)
                 engine.load_models(previous=self._engine)
             except Exception as e:  # noqa: BLE001 - whatever breaks a load, keep serving the old snapshot
                 self._failed = wanted
