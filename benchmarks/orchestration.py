@@ -153,7 +153,8 @@ def run(args: list[str], env: dict[str, str]) -> dict:
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MMRAG_", "RAY_ADDRESS"))}
     env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               RAY_USAGE_STATS_ENABLED="0", MMRAG_CLIP_MODEL="off", **extra)
+               RAY_USAGE_STATS_ENABLED="0", MMRAG_CLIP_MODEL="off")
+    env.update(extra)
     return env
 
 
@@ -162,7 +163,7 @@ def index_cli(corpus: Path, work: Path, *flags: str, **env: str) -> dict:
     home = work / f"prefect-{time.monotonic_ns()}"
     try:
         return run([sys.executable, "-m", "flows.cli", "index", str(corpus), "--store", str(store), "--json", *flags],
-                   _env(PREFECT_HOME=str(home), **env))
+                   _env(**{"PREFECT_HOME": str(home), **env}))  # a running server names its own home
     finally:
         shutil.rmtree(store, ignore_errors=True)
         shutil.rmtree(home, ignore_errors=True)
