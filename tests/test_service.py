@@ -211,23 +211,6 @@ def test_search_page_and_docs(service: dict) -> None:
 
 
 @pytest.mark.slow
-def test_latency(service: dict) -> None:
-    """p50/p95 of POST /query (text) over 200 sequential requests; printed for the report (-s)."""
-    client = service["client"]
-    texts = [f"{SENTENCES[n % len(SENTENCES)]} {n}" for n in range(200)]
-    took, searched = [], []
-    for t in texts:
-        start = time.perf_counter()
-        r = _query(client, text=t, k=10)
-        took.append(time.perf_counter() - start)
-        assert r.status_code == 200
-        searched.append(r.json()["took_ms"])
-    p50, p95 = statistics.median(took) * 1000, statistics.quantiles(took, n=20)[-1] * 1000
-    print(f"\nPOST /query text, 200 sequential requests: p50 {p50:.1f} ms, p95 {p95:.1f} ms "
-          f"(search alone, took_ms: p50 {statistics.median(searched):.1f} ms)")
-    assert p50 < 2000
-
-
 def test_thumbnail_of_missing_source_is_an_error_then_a_placeholder(service: dict) -> None:
     from mmrag_core.service.thumbnails import placeholder, render_thumbnail
 
