@@ -1,8 +1,10 @@
 """Extraction (text layer, OCR, figures) of a batch of documents on Ray CPU workers."""
 from __future__ import annotations
 
+import logging
 import socket
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import ray
 
@@ -11,6 +13,9 @@ from mmrag_core.extract import ExtractResult, extract_document
 from mmrag_core.models.text_encoder import load_token_counter
 from mmrag_core.sources import DocRef, local_path
 from mmrag_core.store import storage_options_for
+from tasks.worker_logs import WorkerLog, captured_logs
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -20,6 +25,7 @@ class ExtractedBatch:
     results: list[ExtractResult]
     node_id: str
     hostname: str
+    logs: list[WorkerLog] = field(default_factory=list)  # what the worker logged, for the run's log
 
 
 @ray.remote(num_cpus=1)
@@ -27,10 +33,16 @@ def extract_batch_remote(docs: list[DocRef], settings: Settings) -> ExtractedBat
     """Extract each document; bad input comes back as failures, never as an exception."""
     count_tokens = load_token_counter(settings.text_model)
     results = []
-    for d in docs:
-        with local_path(d.uri, storage_options_for(d.uri, settings.s3_endpoint_url)) as path:
-            results.append(extract_document(path, d.uri, d.sha256, settings, count_tokens))
-    return ExtractedBatch(results, ray.get_runtime_context().get_node_id(), socket.gethostname())
+    with captured_logs() as logs:
+        for d in docs:
+            t0 = time.perf_counter()
+            with local_path(d.uri, storage_options_for(d.uri, settings.s3_endpoint_url)) as path:
+                r = extract_document(path, d.uri, d.sha256, settings, count_tokens)
+            results.append(r)
+            log.info("extracted %s: %d pages (%d OCR), %d items, %d failures in %.1f s", d.uri,
+                     r.stats.get("pages", 0), r.stats.get("ocr_pages", 0), len(r.items), len(r.failures),
+                     time.perf_counter() - t0)
+    return ExtractedBatch(results, ray.get_runtime_context().get_node_id(), socket.gethostname(), logs)
 
 
 @ray.remote(num_cpus=1)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 import ray
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from mmrag_core.changes import list_source
@@ -23,6 +23,7 @@ from mmrag_core.sources import Discovery, DocRef
 from mmrag_core.store import open_store
 from mmrag_core.stored_index import StoredShard
 from tasks.extract import submit_extract
+from tasks.worker_logs import replay
 
 
 @dataclass
@@ -65,6 +66,7 @@ def process_batch(
     out = BatchSummary(docs=len(docs))
     t0 = time.perf_counter()
     batch = ray.get(submit_extract(docs, settings))
+    replay(batch.logs, get_run_logger(), batch.hostname)
     results = batch.results
     out.seconds_extract = time.perf_counter() - t0
     out.nodes = {batch.node_id: len(docs)}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -307,7 +308,7 @@ def test_deploy_registers_schedules_and_limits(server, deployed: dict) -> None:
 @pytest.mark.slow
 def test_ui_run_of_reindex_publishes_artifacts(server, deployed: dict, test_data: Path, tmp_path: Path) -> None:
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
 
     from tests.prefect_server import Background
 
@@ -332,6 +333,11 @@ def test_ui_run_of_reindex_publishes_artifacts(server, deployed: dict, test_data
         assert run.state is not None and run.state.is_completed(), (
             f"flow run {run.state}:\n{worker.log_text()}")
         artifacts = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+        for _ in range(30):  # the run's process sends its last logs in a batch as it exits
+            logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+            if sum("tasks.extract: extracted" in lg.message for lg in logs) >= len(CORPUS):
+                break
+            time.sleep(1)
     with _api(server), get_client(sync_client=True) as client:
         after = client.read_deployment_by_name("index/reindex")
     assert not after.paused and all(s.active for s in after.schedules), "stopping a worker keeps the schedules"
@@ -354,6 +360,10 @@ def test_ui_run_of_reindex_publishes_artifacts(server, deployed: dict, test_data
     assert progress.type == "progress" and float(progress.data) == 100.0
     # empty.pdf is refused by the listing: it is a failure row, never a document to extract
     assert f"{len(CORPUS)}/{len(CORPUS)} documents" in progress.description
+    # what the Ray extraction workers logged is in the run's log, with the host it came from
+    extracted = [lg.message for lg in logs if "tasks.extract: extracted" in lg.message]
+    assert len(extracted) == len(CORPUS), [lg.message for lg in logs]
+    assert all(m.startswith(f"[{socket.gethostname()}] ") for m in extracted), extracted
 
 
 @pytest.mark.slow
