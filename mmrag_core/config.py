@@ -219,6 +219,11 @@ class Settings(BaseSettings):
     dedupe_pages: bool = Field(
         True, description="Return one hit per page (source, page): the best item, with the ranks of the others."
     )
+    page_votes: bool = Field(
+        False, description="With dedupe_pages: fuse the ranked lists page by page, so that the lists' votes for a "
+        "page add up even when they found it through different items (a chunk for the dense list, another for BM25). "
+        "Off: measured no better (docs/evaluation.md).",
+    )
     hybrid: bool = Field(
         True, description="Late fusion includes the 'lexical' list (BM25 over the items' indexed text) by default, "
         "beside the dense lists.",

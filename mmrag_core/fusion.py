@@ -73,6 +73,26 @@ def _fuse(ranked: dict[str, list[tuple[int, float]]], weights: dict[str, float] 
     return sorted(fused.values(), key=key)
 
 
+def by_unit(ranked: dict[str, list[tuple[int, float]]],
+            unit: Callable[[int], Hashable]) -> dict[str, list[tuple[int, float]]]:
+    """Each list as a ranking of units (e.g. pages) before fusing: a unit at the rank and similarity of its best
+    item in that list, named by one item id shared by every list (its first item in list order). Fusing items
+    and deduplicating afterwards lets a page count only the lists that found the same item; found through
+    different chunks by the dense and the lexical list, it would not add up their votes."""
+    named: dict[Hashable, int] = {}
+    out: dict[str, list[tuple[int, float]]] = {}
+    for space, hits in ranked.items():
+        seen: set[Hashable] = set()
+        units = []
+        for item, sim in hits:
+            u = unit(item)
+            if u not in seen:
+                seen.add(u)
+                units.append((named.setdefault(u, item), sim))
+        out[space] = units
+    return out
+
+
 def dedupe_by(fused: list[Fused], unit: Callable[[int], Hashable]) -> list[Fused]:
     """One candidate per unit (e.g. a page), best first: the first (best) candidate of each unit is kept, and
     for a list it was not found in it carries the best rank (and that item's similarity) of the unit's

@@ -30,7 +30,14 @@ from pathlib import Path
 import numpy as np
 
 from mmrag_core.config import Settings
-from mmrag_core.fusion import Fused, combine_vectors, dedupe_by, reciprocal_rank_fusion, weighted_score_fusion
+from mmrag_core.fusion import (
+    Fused,
+    by_unit,
+    combine_vectors,
+    dedupe_by,
+    reciprocal_rank_fusion,
+    weighted_score_fusion,
+)
 from mmrag_core.models import ModelUnavailable
 from mmrag_core.query_filters import QueryFilters
 from mmrag_core.routing import ROUTED, DocumentRouter, choose_documents, documents_of
@@ -85,7 +92,8 @@ class QueryEngine:
     def __init__(self, snapshot: Snapshot, device: str = "cpu", rrf_k: int = 60, search_depth: int = 50, *,
                  strategy: str = "late", fusion: str = "rrf", fusion_weights: Mapping[str, float] | None = None,
                  early_text_weight: float = 0.5, cascade_depth: int = 50, dedupe_pages: bool = True,
-                 hybrid: bool = True, routing: bool = True, route_docs: int = 3, route_pages: int = 3) -> None:
+                 page_votes: bool = False, hybrid: bool = True, routing: bool = True, route_docs: int = 3,
+                 route_pages: int = 3) -> None:
         self.snapshot = snapshot
         self.rrf_k = rrf_k
         self.search_depth = search_depth
@@ -97,7 +105,7 @@ class QueryEngine:
             raise ValueError(f"early_text_weight must be in [0, 1], got {early_text_weight}")
         self.early_text_weight = early_text_weight
         self.cascade_depth = cascade_depth
-        self.dedupe_pages = dedupe_pages
+        self.dedupe_pages, self.page_votes = dedupe_pages, page_votes
         self.hybrid, self.routing, self.route_docs, self.route_pages = hybrid, routing, route_docs, route_pages
         self._router: DocumentRouter | None = None
         self._docs: list[str] | None = None  # doc sha256 per row, for routing
@@ -123,7 +131,8 @@ class QueryEngine:
                    strategy=settings.fusion_strategy, fusion=settings.fusion_method,
                    fusion_weights=settings.fusion_weights, early_text_weight=settings.early_fusion_text_weight,
                    cascade_depth=settings.cascade_depth, dedupe_pages=settings.dedupe_pages,
-                   hybrid=settings.hybrid, routing=settings.routing, route_docs=settings.route_docs,
+                   page_votes=settings.page_votes, hybrid=settings.hybrid, routing=settings.routing,
+                   route_docs=settings.route_docs,
                    route_pages=settings.route_pages)
 
     @property
@@ -195,12 +204,13 @@ class QueryEngine:
             if strategy != "late":
                 raise ValueError(f"spaces selects the ranked lists of late fusion; strategy {strategy!r} "
                                  "chooses its own")
+        dedupe = self.dedupe_pages if dedupe is None else dedupe
         query = _Query(text if has_text else None, None if image is None else _image_input(image),
-                       self.id_filter(filters))
+                       self.id_filter(filters), by_page=dedupe and self.page_votes)
         if query.id_filter is not None and query.id_filter.allow and not len(query.id_filter.ids):
             return []  # nothing in this snapshot matches the filters
         fused = self._strategies[strategy](query, spaces, fusion, k)
-        if self.dedupe_pages if dedupe is None else dedupe:
+        if dedupe:
             fused = dedupe_by(fused, self._page_of)
         return [self._hydrate(f.id, f.score, f.ranks, f.similarities) for f in fused[:k]]
 
@@ -275,6 +285,8 @@ class QueryEngine:
         within = q.restricted(IdFilter(allowed, True, len(allowed) / max(len(self._ids), 1)))
         ranked = {name: hits for name, hits in (("text", self._text_list(within)),
                                                 ("lexical", self._lexical_list(within))) if hits}
+        if q.by_page:
+            ranked = by_unit(ranked, self._page_of)
         return [(f.id, f.score) for f in reciprocal_rank_fusion(ranked, k=self.rrf_k)]
 
     @property
@@ -300,7 +312,9 @@ class QueryEngine:
                     ranked[name] = hits
         return ranked
 
-    def _fuse(self, ranked: dict[str, list[tuple[int, float]]], fusion: str) -> list[Fused]:
+    def _fuse(self, ranked: dict[str, list[tuple[int, float]]], fusion: str, by_page: bool = False) -> list[Fused]:
+        if by_page:
+            ranked = by_unit(ranked, self._page_of)
         weights = self.fusion_weights or None
         if fusion == "weighted":
             return weighted_score_fusion(ranked, weights)
@@ -317,7 +331,7 @@ class QueryEngine:
             reason = f" ({self._clip_failed})" if self._clip_failed else ""
             raise ValueError(f"none of the selected ranked lists {sorted(wanted)} can be searched for this query "
                              f"in snapshot {self.snapshot.id}{reason}")
-        return self._fuse(ranked, fusion)
+        return self._fuse(ranked, fusion, q.by_page)
 
     def _early(self, q: _Query, _spaces: Collection[str] | None, _fusion: str, _k: int) -> list[Fused]:
         vec = self._clip_query_vector(q)
@@ -351,7 +365,7 @@ class QueryEngine:
         if not ranked:
             raise ValueError(f"the unified strategy searches the image space (CLIP) only, which cannot be searched: "
                              f"{self._no_clip()}")
-        return self._fuse(ranked, fusion)
+        return self._fuse(ranked, fusion, q.by_page)
 
     # ---- query vectors (each computed at most once per query) ---------------------------------------------
 
@@ -460,8 +474,10 @@ class QueryEngine:
 class _Query:
     """One query: its text and validated image bytes, its id filter, and its vectors, each encoded once."""
 
-    def __init__(self, text: str | None, image: bytes | None, id_filter: IdFilter | None) -> None:
+    def __init__(self, text: str | None, image: bytes | None, id_filter: IdFilter | None,
+                 by_page: bool = False) -> None:
         self.text, self.image, self.id_filter = text, image, id_filter
+        self.by_page = by_page  # fuse the ranked lists page by page (QueryEngine.page_votes)
         self._vectors: dict[str, np.ndarray] = {}
 
     def vector(self, name: str, encode: Callable[[], np.ndarray]) -> np.ndarray:
@@ -471,7 +487,7 @@ class _Query:
 
     def restricted(self, id_filter: IdFilter) -> _Query:
         """The same query, its vectors shared (encoded once), searching only the items ``id_filter`` allows."""
-        other = _Query(self.text, self.image, id_filter)
+        other = _Query(self.text, self.image, id_filter, self.by_page)
         other._vectors = self._vectors
         return other
 

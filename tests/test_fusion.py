@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mmrag_core.fusion import Fused, combine_vectors, dedupe_by, reciprocal_rank_fusion, weighted_score_fusion
+from mmrag_core.fusion import (
+    Fused,
+    by_unit,
+    combine_vectors,
+    dedupe_by,
+    reciprocal_rank_fusion,
+    weighted_score_fusion,
+)
 
 
 def test_single_list_keeps_order_and_scores() -> None:
@@ -162,6 +169,21 @@ def test_dedupe_by_keeps_the_best_item_per_unit_and_carries_ranks() -> None:
     assert by_id[1].similarities == {"text": 0.9, "image": 0.6}
     assert by_id[2].ranks == {"text": 2, "image": 2}
     assert dedupe_by([], page.__getitem__) == []
+
+
+def test_by_unit_lets_lists_vote_for_a_page_through_different_items() -> None:
+    """Items 1, 2 on page A; 3 on page B; 4 on page C. Dense finds A through item 1, BM25 through item 2."""
+    page = {1: "A", 2: "A", 3: "B", 4: "C"}.__getitem__
+    ranked = {"text": [(3, 0.9), (1, 0.8), (2, 0.7)], "lexical": [(2, 12.0), (4, 9.0), (3, 3.0)]}
+    assert by_unit(ranked, page) == {"text": [(3, 0.9), (1, 0.8)], "lexical": [(1, 12.0), (4, 9.0), (3, 3.0)]}
+    # item by item, then one per page: A's best item has text rank 3 + lexical rank 1, no better than B
+    itemwise = dedupe_by(reciprocal_rank_fusion(ranked, k=60), page)
+    assert [page(f.id) for f in itemwise] == ["B", "A", "C"]
+    # page by page: A has both lists' votes (text rank 2, lexical rank 1) and comes first
+    pagewise = reciprocal_rank_fusion(by_unit(ranked, page), k=60)
+    assert [(f.id, f.ranks) for f in pagewise] == [(1, {"text": 2, "lexical": 1}), (3, {"text": 1, "lexical": 3}),
+                                                   (4, {"lexical": 2})]
+    assert pagewise[0].score == pytest.approx(1 / 62 + 1 / 61)
 
 
 def test_combine_vectors() -> None:
