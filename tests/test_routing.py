@@ -125,3 +125,25 @@ def test_routing_picks_the_right_documents_page(snapshot) -> None:
     # a filter still holds inside the routed list
     only_globex = routed_engine.search(query, k=3, spaces=["routed"], filters={"doc": ["GLOBEX_2019_10K"]})
     assert {Path(h.source_uri).stem for h in only_globex} <= {"GLOBEX_2019_10K"}
+
+
+def test_page_votes_fuse_page_by_page_only_when_on(snapshot, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``page_votes`` (with one hit per page) collapses every ranked list to pages before fusing, the routed
+    list's inner fusion included; off, or with every item returned, the lists are fused item by item."""
+    import mmrag_core.query as query_module
+
+    calls: list[list[str]] = []
+    real = query_module.by_unit
+
+    def spy(ranked, unit):
+        calls.append(sorted(ranked))
+        return real(ranked, unit)
+
+    monkeypatch.setattr(query_module, "by_unit", spy)
+    query = "What is the FY2019 capital expenditure of ACME? Use the cash flow statement."
+    engine_for(snapshot, route_docs=1, route_pages=1).search(query, k=3)
+    engine_for(snapshot, route_docs=1, route_pages=1, page_votes=True).search(query, k=3, dedupe=False)
+    assert calls == []
+    hits = engine_for(snapshot, route_docs=1, route_pages=1, page_votes=True).search(query, k=3)
+    assert calls == [["lexical", "text"], ["lexical", "routed", "text"]]  # routed's inner fusion, then late
+    assert pages(hits)[0] == "ACME_2019_10K#p1" and len(set(pages(hits))) == len(hits)
