@@ -132,8 +132,7 @@ class QueryEngine:
                    fusion_weights=settings.fusion_weights, early_text_weight=settings.early_fusion_text_weight,
                    cascade_depth=settings.cascade_depth, dedupe_pages=settings.dedupe_pages,
                    page_votes=settings.page_votes, hybrid=settings.hybrid, routing=settings.routing,
-                   route_docs=settings.route_docs,
-                   route_pages=settings.route_pages)
+                   route_docs=settings.route_docs, route_pages=settings.route_pages)
 
     @property
     def text_encoder(self):
