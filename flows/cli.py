@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--qrels", required=True, help="relevance judgements TSV: query_id, corpus_id, score")
     e.add_argument("--snapshot", help="snapshot id (default: LATEST)")
     _common(e)
-    e.add_argument("--systems", help="comma-separated, among bm25,text,image,lexical,hybrid,routed,late,early,"
+    e.add_argument("--systems", help="comma-separated, among bm25,text,image,lexical,outline,hybrid,routed,late,early,"
                    "cascade,default "
                    "(default: all the snapshot allows)")
     e.add_argument("--json", metavar="PATH", help="write the rows (and per-query rankings) as JSON")

@@ -73,6 +73,12 @@ class Settings(BaseSettings):
         40, ge=8, description="Most tokens of a chunk's context prefix; chunk_tokens + this + 2 must fit the text "
         "encoder's window (256 for all-MiniLM-L6-v2).",
     )
+    page_outline: bool = Field(
+        True, description="With chunk_context: give each PDF page that has headings an 'outline' item (the document's "
+        "facts and the page's headings, embedded in the text space) and fuse the 'outline' list (pages ranked by "
+        "their outline, each as its first chunk) into late fusion by default: a question naming a company and a "
+        "statement meets the statement page through its heading even when the page's own text is a table.",
+    )
     table_structure: bool = Field(
         False, description="On pages laid out as tables, chunk text follows visual rows ('label | 2018: 6,439 | "
         "2017: 6,240'), so line items and their column headers stay together (off: measured to make MiniLM rank "
@@ -198,8 +204,15 @@ class Settings(BaseSettings):
 
     # --- query ---
     k: int = Field(10, description="Hits returned by a query.")
-    rrf_k: int = Field(60, description="Reciprocal-rank-fusion constant.")
-    search_depth: int = Field(50, description="Candidates taken from each space before fusion.")
+    rrf_k: int = Field(
+        10, ge=1, description="Reciprocal-rank-fusion constant: a list's vote is 1/(rrf_k + rank). Small, so that "
+        "ranks 1 and 5 still differ when only a few lists are fused (60, the constant of fusing dozens of TREC runs, "
+        "lets one extra list outvote three that agree on rank 1; measured in docs/evaluation.md).",
+    )
+    search_depth: int = Field(
+        100, ge=1, description="Candidates taken from each ranked list before fusion (mmrag eval searches at least "
+        "this deep, so its 'default' row is what mmrag query does).",
+    )
     fusion_strategy: Literal["late", "early", "cascade", "unified"] = Field(
         "late", description="How a query's ranked lists are produced and combined (a query may choose another): "
         "'late' (search each list, fuse), 'early' (one CLIP vector of text+image in the image space), 'cascade' "

@@ -12,13 +12,16 @@ from mmrag_core.items import Item
 
 def text_inputs(items: list[Item], with_context: bool = False) -> tuple[np.ndarray, list[str]]:
     """(ids, texts) for the ``text`` space: every chunk with some text (``with_context``: with its context prefix
-    when it has one, ``Item.indexed_text``; setting ``chunk_context_embedded``); then every captioned figure, page
+    when it has one, ``Item.indexed_text``; setting ``chunk_context_embedded``); then every page outline (its own
+    text: the document's facts and the page's headings); then every captioned figure, page
     or image, as its caption (the item itself is the hit, so a caption match leads to the picture, with its page
     and box)."""
     chosen = [it for it in items if it.kind == "chunk" and it.text.strip()]
-    captioned = [it for it in items if it.kind != "chunk" and it.caption and it.caption.strip()]
-    return (np.array([it.id for it in chosen + captioned], dtype=np.int64),
-            [it.indexed_text() if with_context else it.text for it in chosen] + [it.caption for it in captioned])
+    outlines = [it for it in items if it.kind == "outline" and it.text.strip()]
+    captioned = [it for it in items if it.kind not in ("chunk", "outline") and it.caption and it.caption.strip()]
+    return (np.array([it.id for it in chosen + outlines + captioned], dtype=np.int64),
+            [it.indexed_text() if with_context else it.text for it in chosen] + [it.text for it in outlines]
+            + [it.caption for it in captioned])
 
 
 def image_inputs(items: list[Item]) -> tuple[np.ndarray, list[bytes]]:
@@ -46,7 +49,7 @@ EXTRACTION_SETTINGS: tuple[str, ...] = (
     "max_file_bytes", "max_image_pixels", "max_pdf_pages", "ocr_lang", "ocr_dpi", "ocr_min_text_chars",
     "ocr_rotation", "ocr_min_confidence_for_no_rotation", "figure_min_pixels", "figure_min_page_fraction",
     "figure_max_side", "chunk_tokens", "chunk_overlap", "text_model",
-    "chunk_context", "chunk_context_tokens", "chunk_context_embedded", "table_structure",
+    "chunk_context", "chunk_context_tokens", "chunk_context_embedded", "page_outline", "table_structure",
     "page_render_px",
 )
 # 2: items gained ``caption`` (and ``context``) and the ``page`` kind.

@@ -61,12 +61,13 @@ from mmrag_core.lexical import PageBM25, page_id
 
 log = logging.getLogger(__name__)
 
-SYSTEMS: tuple[str, ...] = ("bm25", "text", "image", "lexical", "hybrid", "routed", "late", "early", "cascade",
-                            "default")
+SYSTEMS: tuple[str, ...] = ("bm25", "text", "image", "lexical", "outline", "hybrid", "routed", "late", "early",
+                            "cascade", "default")
 # The QueryEngine.search options of each dense system (no options: the engine's defaults).
 SYSTEM_SEARCH: dict[str, dict] = {"text": {"strategy": "late", "spaces": ("text",)},
                                   "image": {"strategy": "late", "spaces": ("image:text",)},
                                   "lexical": {"strategy": "late", "spaces": ("lexical",)},
+                                  "outline": {"strategy": "late", "spaces": ("outline",)},
                                   "hybrid": {"strategy": "late", "spaces": ("text", "lexical")},
                                   "routed": {"strategy": "late", "spaces": ("text", "lexical", "routed")},
                                   "late": {"strategy": "late"}, "early": {"strategy": "early"},
@@ -251,10 +252,10 @@ class Evaluation:
 def available_systems(engine) -> list[str]:
     """The systems that can run on ``engine``'s snapshot: ``image``, ``early`` and ``cascade`` only when its
     image space loads (and ``cascade`` when it has a text space to shortlist from); ``lexical``, ``hybrid``
-    and ``routed`` only when it has a lexical index."""
+    and ``routed`` only when it has a lexical index; ``outline`` only when it has page outlines."""
     has_text = "text" in engine.snapshot.indexes
     return [s for s in SYSTEMS if (s not in NEEDS_IMAGE_SPACE or engine.clip is not None)
-            and (s != "cascade" or has_text)
+            and (s != "cascade" or has_text) and (s != "outline" or (has_text and engine.has_outlines))
             and (s not in NEEDS_LEXICAL_INDEX or engine.snapshot.lexical is not None)]
 
 

@@ -1,6 +1,7 @@
 """Items: the unit everything is indexed as, with its provenance, and failures.
 
-An item is a text chunk, a figure, a standalone image, or the render of a whole PDF page. Its id is a
+An item is a text chunk, a figure, a standalone image, the render of a whole PDF page, or a page's outline (the
+document's facts and the page's headings, for the text space). Its id is a
 stable int64 derived from (document sha256, kind, page, ordinal), so re-extracting the same bytes gives the same ids and
 vectors persisted by an earlier run stay addressable.
 """
@@ -13,7 +14,7 @@ from typing import Literal
 import pyarrow as pa
 
 # What an item can be; which space each kind goes into is decided in ``mmrag_core.embed``.
-ItemKind = Literal["chunk", "figure", "image", "page"]
+ItemKind = Literal["chunk", "figure", "image", "page", "outline"]
 
 
 def item_id(doc_sha256: str, kind: str, page: int, ordinal: int) -> int:

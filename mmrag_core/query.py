@@ -5,7 +5,8 @@ returning ``[(id, similarity), ...]`` best first, or None when the query or snap
 *strategy* decides which lists to produce and how to combine them:
 
 - ``late``: every selected list, fused by reciprocal rank (or weighted, normalised scores); by default the
-  dense lists, ``lexical`` (BM25, with ``hybrid``) and ``routed`` (two-stage document routing, with ``routing``);
+  dense lists, ``lexical`` (BM25, with ``hybrid``), ``routed`` (two-stage document routing, with ``routing``)
+  and ``outline`` (pages ranked by their outline item in the text space, with ``outline``);
 - ``early``: one CLIP query vector, the normalised weighted sum of the query's CLIP text and image vectors,
   searched in the ``image`` space (with one modality, that modality's vector);
 - ``cascade``: a shortlist from the ``text`` space, re-ranked by the CLIP similarity of each shortlisted
@@ -47,8 +48,10 @@ from mmrag_core.space_index import IdFilter
 log = logging.getLogger(__name__)
 
 # The ranked lists late fusion can fuse: the text space, the image space queried by text (CLIP text
-# tower) or by image (CLIP image tower), BM25 over the items' indexed text, and two-stage document routing.
-RANKED_LISTS: tuple[str, ...] = ("text", "image:text", "image:image", "lexical", ROUTED)
+# tower) or by image (CLIP image tower), BM25 over the items' indexed text, two-stage document routing, and
+# the pages' outlines (their items in the text space, each page given as its first chunk).
+OUTLINE = "outline"
+RANKED_LISTS: tuple[str, ...] = ("text", "image:text", "image:image", "lexical", ROUTED, OUTLINE)
 # How the ranked lists of a query are produced and combined (see the module docstring).
 STRATEGIES: tuple[str, ...] = ("late", "early", "cascade", "unified")
 # How late fusion combines lists: reciprocal rank, or weighted min-max-normalised similarities.
@@ -89,11 +92,11 @@ def snippet_of(text: str | None, limit: int = 240) -> str:
 class QueryEngine:
     """Loads the encoders a snapshot was built with (once) and answers queries against it."""
 
-    def __init__(self, snapshot: Snapshot, device: str = "cpu", rrf_k: int = 60, search_depth: int = 50, *,
+    def __init__(self, snapshot: Snapshot, device: str = "cpu", rrf_k: int = 10, search_depth: int = 100, *,
                  strategy: str = "late", fusion: str = "rrf", fusion_weights: Mapping[str, float] | None = None,
                  early_text_weight: float = 0.5, cascade_depth: int = 50, dedupe_pages: bool = True,
                  page_votes: bool = False, hybrid: bool = True, routing: bool = True, route_docs: int = 3,
-                 route_pages: int = 3) -> None:
+                 route_pages: int = 3, outline: bool = True) -> None:
         self.snapshot = snapshot
         self.rrf_k = rrf_k
         self.search_depth = search_depth
@@ -107,6 +110,9 @@ class QueryEngine:
         self.cascade_depth = cascade_depth
         self.dedupe_pages, self.page_votes = dedupe_pages, page_votes
         self.hybrid, self.routing, self.route_docs, self.route_pages = hybrid, routing, route_docs, route_pages
+        self.outline = outline
+        self._outlines: tuple[np.ndarray, dict[int, int]] | None = None  # outline ids, outline -> first chunk
+        self._no_outlines: IdFilter | None = None  # every item but the outlines (the text list's default filter)
         self._router: DocumentRouter | None = None
         self._docs: list[str] | None = None  # doc sha256 per row, for routing
         self._ids = np.asarray(snapshot.items.column("id").to_numpy(zero_copy_only=False), dtype=np.int64)
@@ -120,7 +126,7 @@ class QueryEngine:
         # The ranked lists, in fusion order: name -> a method of one query giving [(id, similarity)] or None.
         self.lists: dict[str, Callable[[_Query], list[tuple[int, float]] | None]] = {
             "text": self._text_list, "image:text": self._image_text_list, "image:image": self._image_image_list,
-            "lexical": self._lexical_list, ROUTED: self._routed_list}
+            "lexical": self._lexical_list, ROUTED: self._routed_list, OUTLINE: self._outline_list}
         self._strategies: dict[str, Callable[[_Query, Collection[str] | None, str, int], list[Fused]]] = {
             "late": self._late, "early": self._early, "cascade": self._cascade, "unified": self._unified}
 
@@ -132,7 +138,7 @@ class QueryEngine:
                    fusion_weights=settings.fusion_weights, early_text_weight=settings.early_fusion_text_weight,
                    cascade_depth=settings.cascade_depth, dedupe_pages=settings.dedupe_pages,
                    page_votes=settings.page_votes, hybrid=settings.hybrid, routing=settings.routing,
-                   route_docs=settings.route_docs, route_pages=settings.route_pages)
+                   route_docs=settings.route_docs, route_pages=settings.route_pages, outline=settings.page_outline)
 
     @property
     def text_encoder(self):
@@ -241,10 +247,11 @@ class QueryEngine:
     # ---- ranked lists: one small method each ------------------------------------------------------------
 
     def _text_list(self, q: _Query) -> list[tuple[int, float]] | None:
-        """The query text through the text encoder into the ``text`` space."""
+        """The query text through the text encoder into the ``text`` space (its chunks and captions: not the page
+        outlines, which the ``outline`` list ranks)."""
         if q.text is None or "text" not in self.snapshot.indexes:
             return None
-        return self._search_space("text", self._text_vector(q), q.id_filter)
+        return self._search_space("text", self._text_vector(q), self._without_outlines(q.id_filter))
 
     def _image_text_list(self, q: _Query) -> list[tuple[int, float]] | None:
         """The query text through CLIP's text tower into the ``image`` space."""
@@ -288,6 +295,63 @@ class QueryEngine:
             ranked = by_unit(ranked, self._page_of)
         return [(f.id, f.score) for f in reciprocal_rank_fusion(ranked, k=self.rrf_k)]
 
+    def _outline_list(self, q: _Query) -> list[tuple[int, float]] | None:
+        """Pages ranked by the similarity of the query to their outline (document facts and page headings) in
+        the ``text`` space, each page given as its first chunk, so that its votes meet the other lists' on the
+        item a hit shows; None when the snapshot has no outlines."""
+        outline_ids, first_chunk = self._outline_items()
+        if q.text is None or "text" not in self.snapshot.indexes or not len(outline_ids):
+            return None
+        f = q.id_filter
+        if f is None:
+            allowed = outline_ids
+        else:
+            keep = np.isin(outline_ids, f.ids)
+            allowed = outline_ids[keep if f.allow else ~keep]
+        if not len(allowed):
+            return []
+        hits = self._search_space("text", self._text_vector(q),
+                                  IdFilter(allowed, True, len(allowed) / max(len(self._ids), 1)))
+        return [(first_chunk.get(item, item), sim) for item, sim in hits]
+
+    @property
+    def has_outlines(self) -> bool:
+        """Whether the snapshot has page outline items (indexed with ``page_outline`` on)."""
+        return bool(len(self._outline_items()[0]))
+
+    def _outline_items(self) -> tuple[np.ndarray, dict[int, int]]:
+        """The ids of the outline items, and each one's page's first chunk (lowest ordinal)."""
+        if self._outlines is None:
+            cols = self.snapshot.items.select(["id", "kind", "doc_sha256", "page", "ordinal"]).to_pydict()
+            chunks: dict[tuple[str, int], tuple[int, int]] = {}
+            outlines: dict[int, tuple[str, int]] = {}
+            for item, kind, doc, page, ordinal in zip(cols["id"], cols["kind"], cols["doc_sha256"], cols["page"],
+                                                      cols["ordinal"]):
+                if kind == "chunk":
+                    best = chunks.get((doc, page))
+                    if best is None or (ordinal or 0) < best[0]:
+                        chunks[(doc, page)] = (ordinal or 0, int(item))
+                elif kind == OUTLINE:
+                    outlines[int(item)] = (doc, page)
+            first = {o: chunks[p][1] for o, p in outlines.items() if p in chunks}
+            self._outlines = (np.array(sorted(outlines), dtype=np.int64), first)
+        return self._outlines
+
+    def _without_outlines(self, f: IdFilter | None) -> IdFilter | None:
+        """``f`` with the outline items excluded too (they have a list of their own)."""
+        outline_ids, _ = self._outline_items()
+        if not len(outline_ids):
+            return f
+        n = max(len(self._ids), 1)
+        if f is None:
+            if self._no_outlines is None:
+                self._no_outlines = IdFilter(outline_ids, False, 1.0 - len(outline_ids) / n)
+            return self._no_outlines
+        if f.allow:
+            ids = f.ids[~np.isin(f.ids, outline_ids)]
+            return IdFilter(ids, True, len(ids) / n)
+        return IdFilter(np.union1d(f.ids, outline_ids), False, f.fraction)
+
     @property
     def router(self) -> DocumentRouter:
         """BM25 over each document's name and first pages, built at the first routed query."""
@@ -296,9 +360,9 @@ class QueryEngine:
         return self._router
 
     def default_lists(self) -> list[str]:
-        """The ranked lists late fusion uses when a query names none: all but ``lexical`` without ``hybrid``
-        and ``routed`` without ``routing``."""
-        off = {n for n, on in (("lexical", self.hybrid), (ROUTED, self.routing)) if not on}
+        """The ranked lists late fusion uses when a query names none: all but ``lexical`` without ``hybrid``,
+        ``routed`` without ``routing`` and ``outline`` without ``outline``."""
+        off = {n for n, on in (("lexical", self.hybrid), (ROUTED, self.routing), (OUTLINE, self.outline)) if not on}
         return [name for name in self.lists if name not in off]
 
     def _ranked(self, q: _Query, names: Collection[str]) -> dict[str, list[tuple[int, float]]]:
@@ -343,7 +407,8 @@ class QueryEngine:
             raise ValueError("the cascade strategy shortlists from the text space: it needs query text and a "
                              f"snapshot with a text space (snapshot {self.snapshot.id} spaces: "
                              f"{sorted(self.snapshot.indexes)})")
-        shortlist = self._search_space("text", self._text_vector(q), q.id_filter, max(self.cascade_depth, k))
+        shortlist = self._search_space("text", self._text_vector(q), self._without_outlines(q.id_filter),
+                                       max(self.cascade_depth, k))
         vec = self._clip_query_vector(q)
         visual = self._visual_similarities(vec, [i for i, _ in shortlist]) if vec is not None and shortlist else {}
         if vec is None:
@@ -423,12 +488,12 @@ class QueryEngine:
         return out
 
     def _visuals_by_page(self) -> dict[tuple[str, int], list[int]]:
-        """(doc sha256, page) -> the ids of the page's non-chunk items (what the image space holds)."""
+        """(doc sha256, page) -> the ids of the page's figures, renders and images (what the image space holds)."""
         if self._page_visuals is None:
             cols = self.snapshot.items.select(["id", "kind", "doc_sha256", "page"]).to_pydict()
             visuals: dict[tuple[str, int], list[int]] = {}
             for item, kind, doc, page in zip(cols["id"], cols["kind"], cols["doc_sha256"], cols["page"]):
-                if kind != "chunk":
+                if kind not in ("chunk", OUTLINE):
                     visuals.setdefault((doc, page), []).append(int(item))
             self._page_visuals = visuals
         return self._page_visuals

@@ -161,12 +161,52 @@ def test_context_off_leaves_chunks_as_they_were(filings: Path, tmp_path: Path) -
     on = extract_document(pdf, "u", SHA, Settings(page_render_px=0, table_structure=False), whitespace_token_counter)
     off = extract_document(pdf, "u", SHA, Settings(page_render_px=0, table_structure=False, chunk_context=False),
                            whitespace_token_counter)
-    assert [it.text for it in on.items] == [it.text for it in off.items]
-    assert all(it.context is None for it in off.items)
+    assert [it.text for it in on.items if it.kind != "outline"] == [it.text for it in off.items]
+    assert any(it.kind == "outline" for it in on.items)
+    assert all(it.context is None and it.kind != "outline" for it in off.items)  # no context: no outline either
     assert text_inputs(off.items)[1] == [it.text for it in off.items if it.kind == "chunk" and it.text.strip()]
 
 
+def test_statement_page_gets_one_outline_of_facts_and_headings(statement_extract, minilm_counter) -> None:
+    result, statement_page = statement_extract
+    outlines = [it for it in result.items if it.kind == "outline"]
+    on_page = [it for it in outlines if it.page == statement_page]
+    assert len(on_page) == 1
+    outline = on_page[0].text
+    assert outline.startswith("3M COMPANY | fiscal year ended December 31, 2018 (FY2018) | Form 10-K annual report | ")
+    assert "Consolidated Statement of Incom" in outline and "Table of Contents" not in outline
+    assert f"page {statement_page + 1}" not in outline  # a page number says nothing of the topic
+    assert on_page[0].context is None and on_page[0].bbox is not None
+    chunk_pages = {it.page for it in result.items if it.kind == "chunk"}
+    assert {it.page for it in outlines} <= chunk_pages  # only pages with chunks, one outline each
+    assert len({it.page for it in outlines}) == len(outlines)
+    settings = Settings()
+    assert all(sum(minilm_counter(it.text.split())) <= settings.chunk_tokens for it in outlines)
+    ids, texts = text_inputs(result.items)  # embedded in the text space as their own text
+    assert texts[list(ids).index(on_page[0].id)] == outline
+
+
+def test_page_outline_off_gives_no_outline_items(filings: Path, tmp_path: Path) -> None:
+    pdf = one_file_subset(filings / "3M_2018_10K.pdf", [0, 55], tmp_path / "two.pdf")
+    off = extract_document(pdf, "u", SHA, Settings(page_render_px=0, page_outline=False), whitespace_token_counter)
+    assert off.items and all(it.kind != "outline" for it in off.items)
+    assert any(it.context for it in off.items)  # the chunks' context stays
+
+
+def test_outline_of_a_page_without_headings_is_none() -> None:
+    from mmrag_core.extract.doc_context import Heading, PageContext
+
+    facts = ["ACME CORP", "Form 10-K annual report"]
+    assert PageContext(facts, [], 3, 40, whitespace_token_counter).outline(200) is None
+    heads = [Heading(10.0, "Balance Sheet"), Heading(50.0, "Assets"), Heading(90.0, "Balance Sheet")]
+    assert (PageContext(facts, heads, 3, 40, whitespace_token_counter).outline(200)
+            == "ACME CORP | Form 10-K annual report | Balance Sheet | Assets")  # repeats once, no page number
+    short = PageContext(facts, heads, 3, 40, whitespace_token_counter).outline(8)
+    assert short.startswith("ACME CORP | Form 10-K annual report") and len(short.split()) <= 8  # "|" counted
+
+
 @pytest.mark.parametrize("change", [{"chunk_context": not Settings().chunk_context}, {"chunk_context_tokens": 24},
+                                    {"page_outline": not Settings().page_outline},
                                     {"table_structure": not Settings().table_structure},
                                     {"chunk_context_embedded": not Settings().chunk_context_embedded}])
 def test_changing_the_setting_invalidates_stored_records(change: dict) -> None:

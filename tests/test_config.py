@@ -34,7 +34,7 @@ def test_defaults() -> None:
     assert s.clip_model == "ViT-B-32"
     assert s.clip_pretrained == "laion2b_s34b_b79k"
     assert s.clip_model_config is None
-    assert s.k == 10 and s.rrf_k == 60 and s.search_depth == 50
+    assert s.k == 10 and s.rrf_k == 10 and s.search_depth == 100
     assert s.chunk_tokens == 200 and s.chunk_overlap == 40
     assert s.ray_address is None
     assert "*.pdf" in s.include and "*.png" in s.include
@@ -70,7 +70,7 @@ def test_yaml_file(tmp_path: Path) -> None:
     assert s.clip_model == "ViT-L-14"
     assert s.include == ["*.pdf", "*.png"]
     assert s.ocr_rotation == "try"
-    assert s.rrf_k == 60  # untouched fields keep their defaults
+    assert s.rrf_k == 10  # untouched fields keep their defaults
     assert os.environ["MMRAG_CONFIG"] == str(path)
 
 

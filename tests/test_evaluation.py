@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from mmrag_core import evaluation as ev
+from mmrag_core.embed import text_inputs
 from mmrag_core.items import Item, item_id, items_to_table
 from mmrag_core.lexical import PageBM25, doc_name, page_id, page_texts, tokenize
 from mmrag_core.persist import build_record, read_record, write_record
@@ -217,9 +218,11 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
             items = [Item(item_id(sha, "chunk", page, o), "chunk", uri, sha, page, (0.0, 0.0, 10.0, 10.0), text,
                           ordinal=o)
                      for (doc, page), texts in PAGES.items() if doc == name for o, text in enumerate(texts)]
-            vecs = text_enc.encode([it.text for it in items])
-            write_record(store, build_record(sha, uri, items, {"text": (np.array([it.id for it in items]), vecs)},
-                                             [], "mk", {}))
+            items += [Item(item_id(sha, "outline", page, 0), "outline", uri, sha, page, (0.0, 0.0, 10.0, 10.0),
+                           f"{name} | {' '.join(texts[0].split()[:4])}")  # the document and a heading-like line
+                      for (doc, page), texts in PAGES.items() if doc == name]
+            ids, texts = text_inputs(items)
+            write_record(store, build_record(sha, uri, items, {"text": (ids, text_enc.encode(texts))}, [], "mk", {}))
             records.append(read_record(store, sha))
         buf = io.BytesIO()
         Image.new("RGB", (32, 32), (200, 40, 40)).save(buf, "PNG")
@@ -234,7 +237,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         (base / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in QUERIES))
         (base / "qrels.tsv").write_text(QRELS)
         snapshot = open_snapshot(store)
-        yield {"base": base, "store": base / "store", "snapshot": snapshot, "engine": QueryEngine(snapshot)}
+        yield {"base": base, "store": base / "store", "snapshot": snapshot,
+               "engine": QueryEngine(snapshot, search_depth=50)}  # shallower than eval searches
     finally:
         mp.undo()
 
@@ -247,7 +251,8 @@ def result(built: dict) -> ev.Evaluation:
 
 def test_evaluate_end_to_end(built: dict, result: ev.Evaluation) -> None:
     assert [r["system"] for r in result.rows] == list(ev.SYSTEMS)
-    assert ev.SYSTEMS == ("bm25", "text", "image", "lexical", "hybrid", "routed", "late", "early", "cascade", "default")
+    assert ev.SYSTEMS == ("bm25", "text", "image", "lexical", "outline", "hybrid", "routed", "late", "early", "cascade",
+                          "default")
     assert result.level == "page" and result.queries == 3 and result.snapshot == built["snapshot"].id
     assert any("no relevant judgement" in n for n in result.notes)
     rows = {r["system"]: r for r in result.rows}
@@ -325,9 +330,10 @@ def test_image_system_needs_an_image_space(built: dict) -> None:
     snap = built["snapshot"]
     text_only = dataclasses.replace(snap, indexes={"text": snap.indexes["text"]})
     engine = QueryEngine(text_only)
-    assert ev.available_systems(engine) == ["bm25", "text", "lexical", "hybrid", "routed", "late", "default"]
+    assert ev.available_systems(engine) == ["bm25", "text", "lexical", "outline", "hybrid", "routed", "late",
+                                            "default"]
     no_lexical = QueryEngine(dataclasses.replace(text_only, lexical=None))
-    assert ev.available_systems(no_lexical) == ["bm25", "text", "late", "default"]
+    assert ev.available_systems(no_lexical) == ["bm25", "text", "outline", "late", "default"]
     with pytest.raises(ValueError, match="need a lexical index"):
         ev.evaluate(no_lexical, {"q": "bridge"}, {"q": {"report#p2": 1.0}}, systems=["hybrid"])
     for system in ("image", "early", "cascade"):

@@ -84,6 +84,16 @@ class DocContext:
             for ordinal, chunk in enumerate(chunks)
         ]
 
+    def outline_item(self, page: int, bbox: tuple[float, float, float, float], text_source: str,
+                     context: PageContext | None) -> Item | None:
+        """The page's ``kind="outline"`` item (:meth:`PageContext.outline`, within ``chunk_tokens``), or None
+        when ``page_outline`` is off or the page has no headings."""
+        outline = context.outline(self.settings.chunk_tokens) if context and self.settings.page_outline else None
+        if not outline:
+            return None
+        return Item(id=item_id(self.doc_sha256, "outline", page, 0), kind="outline", source_uri=self.source_uri,
+                    doc_sha256=self.doc_sha256, page=page, bbox=bbox, text=outline, text_source=text_source)
+
 
 def png_thumbnail(img: Image.Image, max_side: int) -> tuple[bytes, int, int]:
     """PNG bytes of ``img`` shrunk to ``max_side`` (longest side), with its width and height."""

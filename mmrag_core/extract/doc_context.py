@@ -109,6 +109,17 @@ class PageContext:
         return self._cache[key]
 
 
+    def outline(self, budget: int) -> str | None:
+        """The page's outline: the document's facts (as the chunks' prefixes have them) and all the page's headings
+        (no page number: it says nothing of the topic), within ``budget`` tokens; None for a page without headings, whose outline would only
+        repeat the document's."""
+        headings = list(dict.fromkeys(h.text for h in self.headings))
+        if not headings:
+            return None
+        facts = _fit(self.facts, int(self.budget * DOC_SHARE), self.count_tokens)  # as the chunks' prefixes have them
+        return SEPARATOR.join(facts + _fit(headings, budget - _cost(facts, self.count_tokens), self.count_tokens))
+
+
 def compose(facts: Sequence[str], headings: Sequence[str], page: int, budget: int, count_tokens: TokenCounter) -> str:
     """Join facts, headings and ``page N`` within ``budget`` tokens (``count_tokens`` per word, separators
     counted): the facts get up to DOC_SHARE of it, the headings what is left; parts that do not fit are

@@ -123,7 +123,11 @@ def _extract_page(doc: pymupdf.Document, pno: int, ctx: DocContext, result: Extr
         if ocr is None:
             return
         words, source, confidence = ocr.words, "ocr", ocr.confidence
-    result.items.extend(ctx.chunk_items(_chunk_words(words, ctx, result), pno, source, confidence, context))
+    chunks = ctx.chunk_items(_chunk_words(words, ctx, result), pno, source, confidence, context)
+    result.items.extend(chunks)
+    outline = ctx.outline_item(pno, tuple(page.rect), source, context) if chunks else None
+    if outline is not None:
+        result.items.append(outline)
     add_page_item(page, pno, ctx, result)  # the whole page, for the image space (not for blank pages)
     try:
         figures = _figures(page, pno, words, source, ctx)
