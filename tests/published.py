@@ -21,3 +21,27 @@ def publish_records(store: Store, records: list[DocRecord], models: dict, source
     request = IndexRequest(docs, list(failures or []), models, "test-record-key", "test-config-key", source,
                            stats or {}, fresh or parent is None)
     return index_and_publish(store, request, parent, settings or Settings(store=store.uri))
+
+
+def publish_minilm_docs(store: Store, docs: list[tuple[str, str, list]]) -> None:
+    """Publish documents given as (doc sha256, source uri, items) with real all-MiniLM-L6-v2 vectors of what the
+    text space embeds (``embed.text_inputs``), offline; a text-only snapshot."""
+    import pytest
+
+    from mmrag_core.embed import text_inputs
+    from mmrag_core.persist import build_record
+    from tests.tiny_models import force_hf_offline
+
+    mp = pytest.MonkeyPatch()
+    force_hf_offline(mp)
+    try:
+        from mmrag_core.models.text_encoder import TextEncoder
+
+        encoder = TextEncoder("all-MiniLM-L6-v2")
+        records = []
+        for sha, uri, items in docs:
+            ids, texts = text_inputs(items)
+            records.append(build_record(sha, uri, items, {"text": (ids, encoder.encode(texts))}, [], "k", {}))
+        publish_records(store, records, {"text": {"name": "all-MiniLM-L6-v2", "dim": 384}})
+    finally:
+        mp.undo()

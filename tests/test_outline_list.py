@@ -11,15 +11,14 @@ import numpy as np
 import pytest
 
 from mmrag_core.config import Settings
-from mmrag_core.embed import text_inputs
 from mmrag_core.evaluation import available_systems
 from mmrag_core.items import Item, item_id
 from mmrag_core.persist import build_record
 from mmrag_core.query import OUTLINE, QueryEngine
 from mmrag_core.snapshot import open_snapshot
 from mmrag_core.store import Store
-from tests.published import publish_records
-from tests.tiny_models import force_hf_offline, single_torch_thread
+from tests.published import publish_minilm_docs, publish_records
+from tests.tiny_models import single_torch_thread
 
 FACTS = "ACME CORPORATION | fiscal year ended December 31, 2019 (FY2019) | Form 10-K annual report"
 # (page, outline or None, chunk texts): the statement pages are numbers under a heading; the MD&A page talks
@@ -62,23 +61,10 @@ def _one_torch_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def snapshot(tmp_path_factory: pytest.TempPathFactory):
-    mp = pytest.MonkeyPatch()
-    force_hf_offline(mp)
-    try:
-        from mmrag_core.models.text_encoder import TextEncoder
-
-        encoder = TextEncoder("all-MiniLM-L6-v2")
-        records = []
-        for name, pages in (("ACME_2019_10K.pdf", PAGES), ("GLOBEX_2019_10K.pdf", OTHER)):
-            sha, items = doc_items(name, pages)
-            ids, texts = text_inputs(items)
-            records.append(build_record(sha, f"/corpus/{name}", items, {"text": (ids, encoder.encode(texts))}, [],
-                                        "k", {}))
-        store = Store(tmp_path_factory.mktemp("outline") / "store")
-        publish_records(store, records, MODELS)
-        yield open_snapshot(store)
-    finally:
-        mp.undo()
+    store = Store(tmp_path_factory.mktemp("outline") / "store")
+    docs = [doc_items(name, pages) for name, pages in (("ACME_2019_10K.pdf", PAGES), ("GLOBEX_2019_10K.pdf", OTHER))]
+    publish_minilm_docs(store, [(sha, items[0].source_uri, items) for sha, items in docs])
+    return open_snapshot(store)
 
 
 def engine_for(snapshot, **settings: object) -> QueryEngine:

@@ -6,18 +6,16 @@ import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from mmrag_core.config import Settings
 from mmrag_core.items import Item, item_id
-from mmrag_core.persist import build_record
 from mmrag_core.query import QueryEngine
 from mmrag_core.routing import DocumentRouter, choose_documents, document_title, documents_of
 from mmrag_core.snapshot import open_snapshot
 from mmrag_core.store import Store
-from tests.published import publish_records
-from tests.tiny_models import force_hf_offline, single_torch_thread
+from tests.published import publish_minilm_docs
+from tests.tiny_models import single_torch_thread
 
 # Three filings whose statement pages look alike and never name their issuer; the first page does.
 FILINGS = {
@@ -40,7 +38,6 @@ FILINGS = {
         "Ticket QB-1377-X about a warranty claim reference code was answered within two business days.",
     ],
 }
-MODELS = {"text": {"name": "all-MiniLM-L6-v2", "dim": 384}}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -51,25 +48,14 @@ def _one_torch_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def snapshot(tmp_path_factory: pytest.TempPathFactory):
-    mp = pytest.MonkeyPatch()
-    force_hf_offline(mp)
-    try:
-        from mmrag_core.models.text_encoder import TextEncoder
-
-        encoder = TextEncoder("all-MiniLM-L6-v2")
-        records = []
-        for name, pages in FILINGS.items():
-            sha = hashlib.sha256(name.encode()).hexdigest()
-            items = [Item(item_id(sha, "chunk", p, 0), "chunk", f"/corpus/{name}", sha, p, (0.0, 0.0, 1.0, 1.0), text)
-                     for p, text in enumerate(pages)]
-            ids = np.array([it.id for it in items], dtype=np.int64)
-            records.append(build_record(sha, f"/corpus/{name}", items, {"text": (ids, encoder.encode(pages))}, [],
-                                        "k", {}))
-        store = Store(tmp_path_factory.mktemp("routing") / "store")
-        publish_records(store, records, MODELS)
-        yield open_snapshot(store)
-    finally:
-        mp.undo()
+    docs = []
+    for name, pages in FILINGS.items():
+        sha = hashlib.sha256(name.encode()).hexdigest()
+        docs.append((sha, f"/corpus/{name}", [Item(item_id(sha, "chunk", p, 0), "chunk", f"/corpus/{name}", sha, p,
+                                                   (0.0, 0.0, 1.0, 1.0), text) for p, text in enumerate(pages)]))
+    store = Store(tmp_path_factory.mktemp("routing") / "store")
+    publish_minilm_docs(store, docs)
+    return open_snapshot(store)
 
 
 def engine_for(snapshot, **settings: object) -> QueryEngine:
