@@ -190,9 +190,10 @@ def test_captions_land_in_the_text_space_and_the_metadata(indexed: dict) -> None
     manifest = indexed["on"]["manifest"]
     assert manifest["stats"]["captions"] == len(pictures)
     chunks = [it for it in items if it["kind"] == "chunk"]
-    assert manifest["spaces"]["text"]["count"] == len(chunks) + len(pictures)
+    outlines = [it for it in items if it["kind"] == "outline"]  # page outlines are text-space items too
+    assert manifest["spaces"]["text"]["count"] == len(chunks) + len(outlines) + len(pictures)
     assert manifest["spaces"]["image"]["count"] == len(pictures)
-    assert indexed["off"]["manifest"]["spaces"]["text"]["count"] == len(chunks)
+    assert indexed["off"]["manifest"]["spaces"]["text"]["count"] == len(chunks) + len(outlines)
 
     engine = QueryEngine(open_snapshot(Store(indexed["store"])))
     for it in pictures:

@@ -48,7 +48,8 @@ def test_text_layer_chunks_carry_provenance(born_digital: Path) -> None:
     assert result.failures == []
     assert result.stats["pages"] == 1 and result.stats["text_pages"] == 1 and result.stats["ocr_pages"] == 0
     chunks = of_kind(result, "chunk")
-    assert len(chunks) >= 3 and [it.kind for it in result.items if it.kind != "chunk"] == ["page"]  # its render
+    # besides the chunks: the page's outline (its headings) and its render
+    assert len(chunks) >= 3 and [it.kind for it in result.items if it.kind != "chunk"] == ["outline", "page"]
     assert chunks[0].text.startswith("NOTES TO FINANCIAL STATEMENTS\nOctober 31, 2018")
     for ordinal, chunk in enumerate(chunks):
         assert (chunk.page, chunk.ordinal, chunk.text_source) == (0, ordinal, "text_layer")
