@@ -282,13 +282,10 @@ class QueryEngine:
             name: documents_of(hits or [], self._doc_of)
             for name, hits in (("text", self._text_list(q)), ("lexical", self._lexical_list(q)))}
         docs = choose_documents(by_router, flat, self.route_docs, self.rrf_k)
-        allowed = self._ids[np.isin(np.asarray(self._doc_column(), dtype=object), docs)]
-        if q.id_filter is not None:
-            keep = np.isin(allowed, q.id_filter.ids)
-            allowed = allowed[keep if q.id_filter.allow else ~keep]
+        allowed = _passing(self._ids[np.isin(np.asarray(self._doc_column(), dtype=object), docs)], q.id_filter)
         if not len(allowed):
             return []
-        within = q.restricted(IdFilter(allowed, True, len(allowed) / max(len(self._ids), 1)))
+        within = q.restricted(self._only(allowed))
         ranked = {name: hits for name, hits in (("text", self._text_list(within)),
                                                 ("lexical", self._lexical_list(within))) if hits}
         if q.by_page:
@@ -302,16 +299,10 @@ class QueryEngine:
         outline_ids, first_chunk = self._outline_items()
         if q.text is None or "text" not in self.snapshot.indexes or not len(outline_ids):
             return None
-        f = q.id_filter
-        if f is None:
-            allowed = outline_ids
-        else:
-            keep = np.isin(outline_ids, f.ids)
-            allowed = outline_ids[keep if f.allow else ~keep]
+        allowed = _passing(outline_ids, q.id_filter)
         if not len(allowed):
             return []
-        hits = self._search_space("text", self._text_vector(q),
-                                  IdFilter(allowed, True, len(allowed) / max(len(self._ids), 1)))
+        hits = self._search_space("text", self._text_vector(q), self._only(allowed))
         return [(first_chunk.get(item, item), sim) for item, sim in hits]
 
     @property
@@ -342,14 +333,12 @@ class QueryEngine:
         outline_ids, _ = self._outline_items()
         if not len(outline_ids):
             return f
-        n = max(len(self._ids), 1)
         if f is None:
             if self._no_outlines is None:
-                self._no_outlines = IdFilter(outline_ids, False, 1.0 - len(outline_ids) / n)
+                self._no_outlines = IdFilter(outline_ids, False, 1.0 - len(outline_ids) / max(len(self._ids), 1))
             return self._no_outlines
         if f.allow:
-            ids = f.ids[~np.isin(f.ids, outline_ids)]
-            return IdFilter(ids, True, len(ids) / n)
+            return self._only(f.ids[~np.isin(f.ids, outline_ids)])
         return IdFilter(np.union1d(f.ids, outline_ids), False, f.fraction)
 
     @property
@@ -465,6 +454,10 @@ class QueryEngine:
         scores, ids = self.snapshot.indexes[space].search(query_vec, depth or self.search_depth, id_filter)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 
+    def _only(self, ids: np.ndarray) -> IdFilter:
+        """A filter letting exactly ``ids`` through (their share of the snapshot scales nprobe)."""
+        return IdFilter(ids, True, len(ids) / max(len(self._ids), 1))
+
     def _visual_similarities(self, query_vec: np.ndarray, items: list[int]) -> dict[int, float]:
         """Item -> CLIP similarity of the query to the item's own image-space vector or, when it has none
         (a text chunk), the best of its page's image-space items (figures, images); items with neither
@@ -478,8 +471,7 @@ class QueryEngine:
             on_page = visuals.get((row["doc_sha256"], row["page"]), []) if row is not None else []
             candidates[item] = [item, *on_page]
         ids = np.unique(np.fromiter((c for cs in candidates.values() for c in cs), dtype=np.int64))
-        id_filter = IdFilter(ids, True, len(ids) / max(len(self._ids), 1))
-        sims = dict(self._search_space("image", query_vec, id_filter, len(ids)))
+        sims = dict(self._search_space("image", query_vec, self._only(ids), len(ids)))
         out = {}
         for item, cs in candidates.items():
             found = [sims[c] for c in cs if c in sims]
@@ -554,6 +546,14 @@ class _Query:
         other = _Query(self.text, self.image, id_filter, self.by_page)
         other._vectors = self._vectors
         return other
+
+
+def _passing(ids: np.ndarray, id_filter: IdFilter | None) -> np.ndarray:
+    """The ids among ``ids`` that ``id_filter`` lets through (all of them without a filter)."""
+    if id_filter is None:
+        return ids
+    keep = np.isin(ids, id_filter.ids)
+    return ids[keep if id_filter.allow else ~keep]
 
 
 def _choice(value: str, allowed: tuple[str, ...], what: str) -> str:

@@ -108,11 +108,10 @@ class PageContext:
             self._cache[key] = compose(self.facts, top, self.page, self.budget, self.count_tokens)
         return self._cache[key]
 
-
     def outline(self, budget: int) -> str | None:
-        """The page's outline: the document's facts (as the chunks' prefixes have them) and all the page's headings
-        (no page number: it says nothing of the topic), within ``budget`` tokens; None for a page without headings, whose outline would only
-        repeat the document's."""
+        """The page's outline: the document's facts (as the chunks' prefixes have them) and all the page's
+        headings (no page number: it says nothing of the topic), within ``budget`` tokens; None for a page
+        without headings, whose outline would only repeat the document's."""
         headings = list(dict.fromkeys(h.text for h in self.headings))
         if not headings:
             return None
