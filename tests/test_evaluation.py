@@ -22,7 +22,11 @@ from mmrag_core.query import QueryEngine
 from mmrag_core.snapshot import open_snapshot
 from mmrag_core.store import Store
 from tests.published import publish_records
-from tests.tiny_models import force_hf_offline, make_tiny_clip, single_torch_thread
+from tests.tiny_models import (  # noqa: F401 - one_torch_thread is an autouse fixture
+    force_hf_offline,
+    make_tiny_clip,
+    one_torch_thread,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -189,12 +193,6 @@ QUERIES = [
 ]
 QRELS = ("query_id\tcorpus_id\tscore\n"
          "plants\treport#p1\t2\ncoffee\tnotes#p2\t1\nstorm\treport#p2\t2\nstorm\treport#p0\t1\n")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    with single_torch_thread():
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,17 +15,11 @@ from tests.tiny_models import (
     force_hf_offline,
     make_tiny_clip,
     make_tiny_clip_checkpoint,
-    single_torch_thread,
+    one_torch_thread,  # noqa: F401 - an autouse fixture
 )
 
 torch = pytest.importorskip("torch")
 Image = pytest.importorskip("PIL.Image")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    with single_torch_thread():
-        yield
 
 
 @pytest.fixture(autouse=True)

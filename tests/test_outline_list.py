@@ -4,7 +4,6 @@ snapshot with real all-MiniLM-L6-v2 vectors and its lexical index."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ from mmrag_core.query import OUTLINE, QueryEngine
 from mmrag_core.snapshot import open_snapshot
 from mmrag_core.store import Store
 from tests.published import publish_minilm_docs, publish_records
-from tests.tiny_models import single_torch_thread
+from tests.tiny_models import one_torch_thread  # noqa: F401 - an autouse fixture
 
 FACTS = "ACME CORPORATION | fiscal year ended December 31, 2019 (FY2019) | Form 10-K annual report"
 # (page, outline or None, chunk texts): the statement pages are numbers under a heading; the MD&A page talks
@@ -53,12 +52,6 @@ def doc_items(name: str, pages: list) -> tuple[str, list[Item]]:
     return sha, items
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    with single_torch_thread():
-        yield
-
-
 @pytest.fixture(scope="module")
 def snapshot(tmp_path_factory: pytest.TempPathFactory):
     store = Store(tmp_path_factory.mktemp("outline") / "store")
@@ -74,11 +67,6 @@ def engine_for(snapshot, **settings: object) -> QueryEngine:
 def kinds(snapshot) -> dict[int, str]:
     cols = snapshot.items.select(["id", "kind"]).to_pydict()
     return dict(zip(cols["id"], cols["kind"]))
-
-
-def page_of(snapshot, item: int) -> str:
-    row = next(r for r in snapshot.items.to_pylist() if r["id"] == item)
-    return f"{Path(row['source_uri']).stem}#p{row['page']}"
 
 
 def test_outline_list_ranks_pages_by_their_headings_as_their_first_chunk(snapshot) -> None:

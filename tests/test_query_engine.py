@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,15 +10,9 @@ import pytest
 from mmrag_core.query import Hit, QueryEngine, snippet_of
 from mmrag_core.snapshot import open_snapshot
 from tests.query_corpus import SENTENCES, publish_query_corpus
-from tests.tiny_models import force_hf_offline, single_torch_thread
+from tests.tiny_models import force_hf_offline, one_torch_thread  # noqa: F401 - an autouse fixture
 
 Image = pytest.importorskip("PIL.Image")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    with single_torch_thread():
-        yield
 
 
 @pytest.fixture(scope="module")

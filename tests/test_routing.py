@@ -3,7 +3,6 @@ with real all-MiniLM-L6-v2 vectors and the snapshot's published lexical index.""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from mmrag_core.routing import DocumentRouter, choose_documents, document_title,
 from mmrag_core.snapshot import open_snapshot
 from mmrag_core.store import Store
 from tests.published import publish_minilm_docs
-from tests.tiny_models import single_torch_thread
+from tests.tiny_models import one_torch_thread  # noqa: F401 - an autouse fixture
 
 # Three filings whose statement pages look alike and never name their issuer; the first page does.
 FILINGS = {
@@ -38,12 +37,6 @@ FILINGS = {
         "Ticket QB-1377-X about a warranty claim reference code was answered within two business days.",
     ],
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    with single_torch_thread():
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,8 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 TINY_CLIP_EMBED_DIM = 32
 
 TINY_CLIP_MODEL_CFG: dict = {
@@ -100,6 +102,13 @@ def single_torch_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Autouse in every test module that imports it: its models run on one torch thread (see above)."""
+    with single_torch_thread():
+        yield
 
 
 # Words of the tiny BLIP-2's vocabulary: captions made of them read as words (a byte-level vocabulary would
