@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_query_engine import _one_torch_thread, built  # noqa: F401 - the shared snapshot fixture
+from tests.test_query_engine import built  # noqa: F401 - the shared snapshot fixture
+from tests.tiny_models import one_torch_thread  # noqa: F401 - an autouse fixture
 
 
 def test_default_fuses_every_list(built: dict) -> None:  # noqa: F811
