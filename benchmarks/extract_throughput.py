@@ -18,7 +18,7 @@ os.environ.setdefault("OMP_THREAD_LIMIT", "1")  # as on the Ray workers
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from mmrag_core.config import Settings
-from mmrag_core.extract import extract_document
+from mmrag_core.ingest.extract import extract_document
 from mmrag_core.models.text_encoder import load_token_counter
 
 SETS = {

@@ -5,7 +5,7 @@ The data: clusters of ~8 points around centres near a 48-d subspace, plus noise 
     .venv/bin/python benchmarks/index_scale.py --n 200000
     .venv/bin/python benchmarks/index_scale.py            # 1M (about 10 min on 2 cores)
 
-Chooses the codec for N (mmrag_core.codec.choose_codec), trains it on a sample, measures encode time,
+Chooses the codec for N (mmrag_core.index.codec.choose_codec), trains it on a sample, measures encode time,
 bytes per vector, tuned nprobe/k_factor and recall@10 against exact search on held-out queries, one-thread
 single-query latency and batch QPS (with and without the fp16 refine step and 1% tombstones), and 10
 shards encoded separately and merged against one build (results asserted identical). Prints a markdown
@@ -32,9 +32,10 @@ import faiss
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from mmrag_core import codec
-from mmrag_core.shards import RefineStore, encode_shard, merge_shards, read_shard, write_refine, write_shard
-from mmrag_core.tombstones import Exclusion, search_index
+from mmrag_core.index import codec
+from mmrag_core.index.refine import RefineStore, write_refine
+from mmrag_core.index.shards import encode_shard, merge_shards, read_shard, write_shard
+from mmrag_core.index.tombstones import Exclusion, search_index
 
 DIM = 512
 K = 10

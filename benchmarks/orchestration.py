@@ -185,16 +185,17 @@ def plain_index(source: str, store_root: str) -> dict:
     os.environ.setdefault("OMP_THREAD_LIMIT", "1")  # what ensure_ray gives the flow's workers
     import numpy as np
 
-    from mmrag_core.changes import list_source
+    from mmrag_core.snapshot.changes import list_source
     from mmrag_core.config import load_settings
-    from mmrag_core.embed import config_key, record_key, text_inputs
-    from mmrag_core.extract import extract_document
-    from mmrag_core.items import Failure
+    from mmrag_core.ingest.encoder_inputs import text_inputs
+    from mmrag_core.ingest.record_keys import config_key, record_key
+    from mmrag_core.ingest.extract import extract_document
+    from mmrag_core.storage.items import Failure
     from mmrag_core.models.text_encoder import TextEncoder, load_token_counter
-    from mmrag_core.persist import build_record, write_record
-    from mmrag_core.publishing import IndexRequest, index_and_publish
-    from mmrag_core.sources import local_path
-    from mmrag_core.store import open_store
+    from mmrag_core.storage.records import build_record, write_record
+    from mmrag_core.snapshot.publish import IndexRequest, index_and_publish
+    from mmrag_core.ingest.sources import local_path
+    from mmrag_core.storage.store import open_store
 
     t0 = time.perf_counter()
     settings = load_settings(store=store_root)

@@ -1,5 +1,5 @@
 """What page-level visual items cost at extraction: milliseconds per page to render a PDF page small and encode
-it as PNG (``mmrag_core.extract.page_render.render_page``), and the PNG bytes stored per page.
+it as PNG (``mmrag_core.ingest.extract.page_render.render_page``), and the PNG bytes stored per page.
 
     .venv/bin/python benchmarks/page_render.py ../shared/data/pdfs/born_digital/tracemonkey_pldi09.pdf [--px 256]
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pymupdf
 
-from mmrag_core.extract.page_render import render_page
+from mmrag_core.ingest.extract.page_render import render_page
 
 
 def measure(path: Path, px: int, repeat: int) -> dict:

@@ -44,9 +44,9 @@ for name, value in (("HF_HUB_OFFLINE", "1"), ("TOKENIZERS_PARALLELISM", "false")
 import httpx
 
 from mmrag_core.config import Settings
-from mmrag_core.query import QueryEngine
-from mmrag_core.snapshot import open_snapshot
-from mmrag_core.store import open_store
+from mmrag_core.query.engine import QueryEngine
+from mmrag_core.snapshot.open import open_snapshot
+from mmrag_core.storage.store import open_store
 
 
 def load_queries(path: Path) -> list[str]:

@@ -10,9 +10,9 @@ import time
 from typing import Any
 
 from mmrag_core.config import Settings, load_settings
-from mmrag_core.lock import StoreLocked
-from mmrag_core.query import FUSION_METHODS, STRATEGIES
-from mmrag_core.snapshot import NothingToPublish, SnapshotError
+from mmrag_core.storage.lock import StoreLocked
+from mmrag_core.query.engine import FUSION_METHODS, STRATEGIES
+from mmrag_core.snapshot.open import NothingToPublish, SnapshotError
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -166,7 +166,7 @@ def _up_to_date_report(args: argparse.Namespace, settings: Settings) -> dict | N
     here; a re-run that finds nothing changed should cost the listing only, so check first."""
     if args.retrain or os.environ.get("PREFECT_API_URL"):
         return None
-    from mmrag_core.changes import check
+    from mmrag_core.snapshot.changes import check
 
     work = check(args.source, settings)
     if not work.up_to_date:
@@ -200,8 +200,8 @@ def _print_index_summary(m: dict, wall: float) -> None:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from mmrag_core.engines import open_engine
-    from mmrag_core.query_filters import QueryFilters
+    from mmrag_core.query.engine_open import open_engine
+    from mmrag_core.query.filters import QueryFilters
 
     settings = _settings(args)
     if not args.text and not args.image:
@@ -228,7 +228,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from mmrag_core import evaluation
+    from mmrag_core.eval import evaluation
 
     settings = _settings(args)
     systems = [s.strip() for s in args.systems.split(",") if s.strip()] if args.systems else None
@@ -253,9 +253,9 @@ def _answer_progress(done: int, total: int, row: dict) -> None:
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    from mmrag_core.answering import ask
-    from mmrag_core.engines import open_engine
-    from mmrag_core.generation import GenerationError, make_generator
+    from mmrag_core.answer.answering import ask
+    from mmrag_core.query.engine_open import open_engine
+    from mmrag_core.answer.generation import GenerationError, make_generator
     from mmrag_core.models import ModelUnavailable
 
     settings = _settings(args, generator=args.generator, generator_model=args.model,
@@ -308,8 +308,8 @@ def _lexical_line(meta: dict) -> str:
 
 
 def cmd_snapshots(args: argparse.Namespace) -> int:
-    from mmrag_core.snapshot import read_manifest, verify
-    from mmrag_core.store import open_store
+    from mmrag_core.snapshot.open import read_manifest, verify
+    from mmrag_core.storage.store import open_store
 
     settings = _settings(args)
     store = open_store(settings)
@@ -346,7 +346,7 @@ def cmd_snapshots(args: argparse.Namespace) -> int:
                 bad += 1
                 print(f"{sid}: FAILED - {e}")
         return 1 if bad else 0
-    from mmrag_core.retention import collect_garbage
+    from mmrag_core.snapshot.retention import collect_garbage
 
     plan = collect_garbage(store, settings, "mmrag snapshots gc", args.keep_last, args.keep_days, args.grace_seconds,
                            args.dry_run)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from flows.params import SettingsOverrides, run_settings
-from mmrag_core.retention import collect_garbage
-from mmrag_core.store import open_store
+from mmrag_core.snapshot.retention import collect_garbage
+from mmrag_core.storage.store import open_store
 from tasks.artifacts import publish_gc_artifact
 
 

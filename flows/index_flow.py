@@ -14,15 +14,15 @@ from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.params import SettingsOverrides, run_settings
-from mmrag_core.changes import pending_work
+from mmrag_core.snapshot.changes import pending_work
 from mmrag_core.config import Settings
-from mmrag_core.embed import config_key, record_key
-from mmrag_core.lock import store_lock
-from mmrag_core.persist import stored_record_key
-from mmrag_core.publishing import IndexRequest
-from mmrag_core.snapshot import NothingToPublish, SnapshotError, read_latest_manifest
-from mmrag_core.sources import DocRef
-from mmrag_core.store import Store, open_store
+from mmrag_core.ingest.record_keys import config_key, record_key
+from mmrag_core.storage.lock import store_lock
+from mmrag_core.storage.records import stored_record_key
+from mmrag_core.snapshot.publish import IndexRequest
+from mmrag_core.snapshot.open import NothingToPublish, SnapshotError, read_latest_manifest
+from mmrag_core.ingest.sources import DocRef
+from mmrag_core.storage.store import Store, open_store
 from tasks.artifacts import RunProgress, format_eta, publish_index_artifacts
 from tasks.backpressure import bounded_results
 from tasks.embed import start_encoders

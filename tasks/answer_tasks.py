@@ -5,10 +5,10 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from mmrag_core.answering import ask
+from mmrag_core.answer.answering import ask
 from mmrag_core.config import Settings
-from mmrag_core.generation import make_generator
-from mmrag_core.store import open_store
+from mmrag_core.answer.generation import make_generator
+from mmrag_core.storage.store import open_store
 from tasks.artifacts import _table
 from tasks.query_tasks import engine_for
 

@@ -6,7 +6,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from mmrag_core import evaluation
+from mmrag_core.eval import evaluation
 from mmrag_core.config import Settings
 
 SUMMARY_KEY = "mmrag-eval-summary"

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 import ray
 
 from mmrag_core.config import Settings
-from mmrag_core.extract import ExtractResult, extract_document
+from mmrag_core.ingest.extract import ExtractResult, extract_document
 from mmrag_core.models.text_encoder import load_token_counter
-from mmrag_core.sources import DocRef, local_path
-from mmrag_core.store import storage_options_for
+from mmrag_core.ingest.sources import DocRef, local_path
+from mmrag_core.storage.store import storage_options_for
 from tasks.worker_logs import WorkerLog, captured_logs
 
 log = logging.getLogger(__name__)

@@ -11,17 +11,17 @@ import ray
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from mmrag_core.changes import list_source
+from mmrag_core.snapshot.changes import list_source
 from mmrag_core.config import Settings
-from mmrag_core.embed import caption_inputs, image_inputs, set_captions, text_inputs
-from mmrag_core.faults import crash_point
-from mmrag_core.indexing import ShardJob, run_shard_job
-from mmrag_core.items import Failure
-from mmrag_core.persist import build_record, write_record
-from mmrag_core.publishing import Encoder, IndexRequest, compact_and_publish, index_and_publish
-from mmrag_core.sources import Discovery, DocRef
-from mmrag_core.store import open_store
-from mmrag_core.stored_index import StoredShard
+from mmrag_core.ingest.encoder_inputs import caption_inputs, image_inputs, set_captions, text_inputs
+from mmrag_core.storage.faults import crash_point
+from mmrag_core.index.build import ShardJob, run_shard_job
+from mmrag_core.storage.items import Failure
+from mmrag_core.storage.records import build_record, write_record
+from mmrag_core.snapshot.publish import Encoder, IndexRequest, compact_and_publish, index_and_publish
+from mmrag_core.ingest.sources import Discovery, DocRef
+from mmrag_core.storage.store import open_store
+from mmrag_core.index.shard_files import StoredShard
 from tasks.extract import submit_extract
 from tasks.worker_logs import replay
 

@@ -10,10 +10,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from mmrag_core.config import Settings
-from mmrag_core.query import QueryEngine
-from mmrag_core.query_filters import QueryFilters
-from mmrag_core.snapshot import open_snapshot
-from mmrag_core.store import Store, open_store, storage_options_for
+from mmrag_core.query.engine import QueryEngine
+from mmrag_core.query.filters import QueryFilters
+from mmrag_core.snapshot.open import open_snapshot
+from mmrag_core.storage.store import Store, open_store, storage_options_for
 
 _ENGINES: OrderedDict[tuple[str, str], QueryEngine] = OrderedDict()  # (store, snapshot) -> engine, models loaded
 _ENGINES_KEPT = 2
@@ -44,7 +44,7 @@ def query_snapshot(settings: Settings, text: str | None = None, image: str | Non
                    filters: dict | None = None) -> list[dict]:
     """Top-``k`` hits (dicts, each naming the snapshot that answered) for a text, an image (a path or
     s3:// URI) or both, from ``snapshot`` or LATEST of ``settings.store``; ``strategy`` (default:
-    settings.fusion_strategy) and ``filters`` (:class:`~mmrag_core.query_filters.QueryFilters` JSON form)
+    settings.fusion_strategy) and ``filters`` (:class:`~mmrag_core.query.filters.QueryFilters` JSON form)
     as for ``mmrag query``."""
     engine = engine_for(open_store(settings), settings, snapshot)
     data = None

@@ -29,7 +29,7 @@ def ensure_ray(settings: Settings) -> None:
     else:
         # A local Ray's workers inherit the environment its processes start with; a runtime_env would cost
         # every new worker ~1.5 s of setup on this machine. The driver gets its own environment back, so its
-        # faiss and torch keep every core (see mmrag_core.faiss_runtime).
+        # faiss and torch keep every core (see mmrag_core.index.faiss_runtime).
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         try:

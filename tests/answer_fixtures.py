@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mmrag_core.items import Item, item_id
-from mmrag_core.persist import build_record, read_record, write_record
-from mmrag_core.store import Store
+from mmrag_core.storage.items import Item, item_id
+from mmrag_core.storage.records import build_record, read_record, write_record
+from mmrag_core.storage.store import Store
 from tests.published import publish_records
 
 # The GGUF -> transformers conversion takes ~30 s; kept here it is paid once per machine, not per run.

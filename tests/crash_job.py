@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mmrag_core.snapshot import open_snapshot
-from mmrag_core.store import Store
+from mmrag_core.snapshot.open import open_snapshot
+from mmrag_core.storage.store import Store
 from tests.synthetic_docs import make_doc, publish_docs, settings_for
 
 STEPS = {

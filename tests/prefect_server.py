@@ -22,7 +22,7 @@ import urllib.request
 from pathlib import Path
 from typing import Self
 
-from mmrag_core.faults import session_pids
+from mmrag_core.storage.faults import session_pids
 from tests.s3server import _free_ports, _set_parent_death_signal
 
 # Never route the readiness poll of 127.0.0.1 through an HTTP(S)_PROXY from the environment.

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 from mmrag_core.config import Settings
-from mmrag_core.items import Failure
-from mmrag_core.persist import DocRecord, write_record
-from mmrag_core.publishing import IndexRequest, index_and_publish
-from mmrag_core.snapshot import read_latest_manifest
-from mmrag_core.sources import DocRef
-from mmrag_core.store import Store
+from mmrag_core.storage.items import Failure
+from mmrag_core.storage.records import DocRecord, write_record
+from mmrag_core.snapshot.publish import IndexRequest, index_and_publish
+from mmrag_core.snapshot.open import read_latest_manifest
+from mmrag_core.ingest.sources import DocRef
+from mmrag_core.storage.store import Store
 
 
 def publish_records(store: Store, records: list[DocRecord], models: dict, source: str = "/corpus",
@@ -28,8 +28,8 @@ def publish_minilm_docs(store: Store, docs: list[tuple[str, str, list]]) -> None
     text space embeds (``embed.text_inputs``), offline; a text-only snapshot."""
     import pytest
 
-    from mmrag_core.embed import text_inputs
-    from mmrag_core.persist import build_record
+    from mmrag_core.ingest.encoder_inputs import text_inputs
+    from mmrag_core.storage.records import build_record
     from tests.tiny_models import force_hf_offline
 
     mp = pytest.MonkeyPatch()

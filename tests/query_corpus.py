@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmrag_core.items import Item, item_id
-from mmrag_core.persist import build_record, read_record, write_record
-from mmrag_core.store import Store
+from mmrag_core.storage.items import Item, item_id
+from mmrag_core.storage.records import build_record, read_record, write_record
+from mmrag_core.storage.store import Store
 from tests.published import publish_records
 from tests.tiny_models import force_hf_offline, make_tiny_clip, single_torch_thread
 

@@ -19,10 +19,10 @@ import pytest
 
 from flows.cli import main as mmrag_main
 from mmrag_core.config import Settings
-from mmrag_core.items import Failure, Item, item_id
-from mmrag_core.persist import DocRecord, build_record
-from mmrag_core.snapshot import Snapshot
-from mmrag_core.store import Store
+from mmrag_core.storage.items import Failure, Item, item_id
+from mmrag_core.storage.records import DocRecord, build_record
+from mmrag_core.snapshot.open import Snapshot
+from mmrag_core.storage.store import Store
 from tests.published import publish_records
 from tests.s3server import S3Server
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from mmrag_core.answer_metrics import (
+from mmrag_core.eval.answer_metrics import (
     citation_precision,
     exact_match,
     lcs_length,
@@ -16,9 +16,9 @@ from mmrag_core.answer_metrics import (
     rouge_l,
     score_answer,
 )
-from mmrag_core.answering import Answer
-from mmrag_core.evaluation import answers_markdown_table, load_reference_answers
-from mmrag_core.prompting import Source
+from mmrag_core.answer.answering import Answer
+from mmrag_core.eval.evaluation import answers_markdown_table, load_reference_answers
+from mmrag_core.answer.prompting import Source
 
 
 def test_normalize_and_exact_match() -> None:

@@ -11,9 +11,9 @@ from typing import Any
 import pymupdf
 import pytest
 
-from mmrag_core.chunking import whitespace_token_counter
+from mmrag_core.ingest.extract.chunking import whitespace_token_counter
 from mmrag_core.config import Settings
-from mmrag_core.extract import extract_document
+from mmrag_core.ingest.extract import extract_document
 
 SHA = "ef" * 32
 
@@ -137,7 +137,7 @@ def test_missing_file_is_a_failure(tmp_path: Path) -> None:
 def test_unexpected_error_is_reported_not_raised(
     test_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import mmrag_core.extract as extract_package
+    import mmrag_core.ingest.extract as extract_package
 
     def explode(*args: Any) -> None:
         raise KeyError("a library broke in a new way")

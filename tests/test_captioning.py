@@ -18,10 +18,10 @@ import pytest
 from PIL import Image, ImageDraw
 
 from mmrag_core.config import Settings
-from mmrag_core.embed import config_key, record_key
+from mmrag_core.ingest.record_keys import config_key, record_key
 from mmrag_core.models import ModelUnavailable
 from mmrag_core.models.captioner import Captioner
-from mmrag_core.models.fingerprint import sha256_file
+from mmrag_core.storage.checksums import sha256_file
 from tests.tiny_models import TINY_BLIP2_WORDS, force_hf_offline, make_tiny_blip2, make_tiny_clip, single_torch_thread
 
 REPO = Path(__file__).resolve().parents[1]
@@ -177,9 +177,9 @@ def test_turning_captioning_on_reprocesses_and_unchanged_settings_reuse(indexed:
 
 @pytest.mark.slow
 def test_captions_land_in_the_text_space_and_the_metadata(indexed: dict) -> None:
-    from mmrag_core.query import QueryEngine
-    from mmrag_core.snapshot import open_snapshot
-    from mmrag_core.store import Store
+    from mmrag_core.query.engine import QueryEngine
+    from mmrag_core.snapshot.open import open_snapshot
+    from mmrag_core.storage.store import Store
 
     items = _items(indexed, "on")
     pictures = [it for it in items if it["kind"] in ("figure", "page", "image")]

@@ -1,8 +1,8 @@
 """The catalog a snapshot records, and the diff that decides what a re-index must do."""
 from __future__ import annotations
 
-from mmrag_core.catalog import CATALOG_SCHEMA, catalog_table, diff_catalog
-from mmrag_core.sources import DocRef
+from mmrag_core.ingest.catalog import CATALOG_SCHEMA, catalog_table, diff_catalog
+from mmrag_core.ingest.sources import DocRef
 
 
 def _docs(*pairs: tuple[str, str]) -> list[DocRef]:

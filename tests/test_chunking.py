@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from mmrag_core.chunking import Chunk, Word, chunk_words, whitespace_token_counter
+from mmrag_core.ingest.extract.chunking import Chunk, Word, chunk_words, whitespace_token_counter
 
 
 def words_of(texts: list[str], per_line: int = 1000) -> list[Word]:

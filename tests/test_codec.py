@@ -1,4 +1,4 @@
-"""Codec choice, training, tuning and storage (mmrag_core.codec). Small seeded 64-d data: a few seconds."""
+"""Codec choice, training, tuning and storage (mmrag_core.index.codec). Small seeded 64-d data: a few seconds."""
 from __future__ import annotations
 
 import math
@@ -7,10 +7,11 @@ import faiss
 import numpy as np
 import pytest
 
-from mmrag_core import codec
-from mmrag_core.codec import CodecSpec, choose_codec, train_codec
-from mmrag_core.shards import RefineStore, encode_shard
-from mmrag_core.tombstones import search_index
+from mmrag_core.index import codec
+from mmrag_core.index.codec import CodecSpec, choose_codec, train_codec
+from mmrag_core.index.refine import RefineStore
+from mmrag_core.index.shards import encode_shard
+from mmrag_core.index.tombstones import search_index
 from tests.vectors import DIM, clustered, one_thread  # noqa: F401 - one_thread is an autouse fixture
 
 
@@ -176,13 +177,13 @@ def test_tune_flat_reports_exact_recall(data):
 
 def test_opq_under_omp_thread_limit_does_not_spin() -> None:
     """With OMP_THREAD_LIMIT=1 (set for tesseract) faiss's OPQ training and encoding spun for minutes;
-    mmrag_core.faiss_runtime keeps faiss within the limit. Fresh process: the limit is read at start."""
+    mmrag_core.index.faiss_runtime keeps faiss within the limit. Fresh process: the limit is read at start."""
     import os
     import subprocess
     import sys
     from pathlib import Path
 
-    code = ("from mmrag_core.codec import faiss; import numpy as np; "
+    code = ("from mmrag_core.index.codec import faiss; import numpy as np; "
             "x = np.random.default_rng(0).random((3000, 16), 'float32'); "
             "ix = faiss.index_factory(16, 'OPQ4,IVF8,PQ4x4'); ix.train(x); ix.add(x); ix.search(x[:100], 10); "
             "print(faiss.omp_get_max_threads())")

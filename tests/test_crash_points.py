@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mmrag_core.store import Store
+from mmrag_core.storage.store import Store
 from tests.crash_job import visible_content
 
 REPO = Path(__file__).resolve().parents[1]

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from mmrag_core.faults import kill_session
-from mmrag_core.store import Store
+from mmrag_core.storage.faults import kill_session
+from mmrag_core.storage.store import Store
 from tests.crash_job import visible_content
 
 pytestmark = pytest.mark.slow

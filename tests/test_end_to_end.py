@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from mmrag_core.textmetrics import cer
+from tests.textmetrics import cer
 from tests.tiny_models import make_tiny_clip
 
 pytestmark = pytest.mark.slow

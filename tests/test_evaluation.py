@@ -13,14 +13,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from mmrag_core import evaluation as ev
-from mmrag_core.embed import text_inputs
-from mmrag_core.items import Item, item_id, items_to_table
-from mmrag_core.lexical import PageBM25, doc_name, page_id, page_texts, tokenize
-from mmrag_core.persist import build_record, read_record, write_record
-from mmrag_core.query import QueryEngine
-from mmrag_core.snapshot import open_snapshot
-from mmrag_core.store import Store
+from mmrag_core.eval import evaluation as ev
+from mmrag_core.ingest.encoder_inputs import text_inputs
+from mmrag_core.storage.items import Item, item_id, items_to_table
+from mmrag_core.eval.bm25_baseline import PageBM25, doc_name, page_id, page_texts, tokenize
+from mmrag_core.storage.records import build_record, read_record, write_record
+from mmrag_core.query.engine import QueryEngine
+from mmrag_core.snapshot.open import open_snapshot
+from mmrag_core.storage.store import Store
 from tests.published import publish_records
 from tests.tiny_models import (  # noqa: F401 - one_torch_thread is an autouse fixture
     force_hf_offline,

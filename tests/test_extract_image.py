@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from mmrag_core.chunking import whitespace_token_counter
+from mmrag_core.ingest.extract.chunking import whitespace_token_counter
 from mmrag_core.config import Settings
-from mmrag_core.extract import ExtractResult, extract_document
-from mmrag_core.items import Item, item_id
-from mmrag_core.textmetrics import cer
+from mmrag_core.ingest.extract import ExtractResult, extract_document
+from mmrag_core.storage.items import Item, item_id
+from tests.textmetrics import cer
 
 SHA = "cd" * 32
 EXIF_ORIENTATION = 0x0112

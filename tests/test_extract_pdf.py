@@ -10,12 +10,12 @@ import pymupdf
 import pytest
 from PIL import Image
 
-import mmrag_core.extract.common as extract_common
-from mmrag_core.chunking import whitespace_token_counter
+import mmrag_core.ingest.extract.common as extract_common
+from mmrag_core.ingest.extract.chunking import whitespace_token_counter
 from mmrag_core.config import Settings
-from mmrag_core.extract import ExtractResult, extract_document
-from mmrag_core.items import Item, item_id
-from mmrag_core.ocr import OcrResult, OcrUnavailable
+from mmrag_core.ingest.extract import ExtractResult, extract_document
+from mmrag_core.storage.items import Item, item_id
+from mmrag_core.ingest.extract.ocr import OcrResult, OcrUnavailable
 
 SHA = "ab" * 32
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mmrag_core.fusion import (
+from mmrag_core.query.fusion import (
     Fused,
     by_unit,
     combine_vectors,

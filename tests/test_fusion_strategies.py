@@ -21,12 +21,12 @@ import numpy as np
 import pytest
 
 from mmrag_core.config import Settings
-from mmrag_core.faiss_runtime import faiss
-from mmrag_core.items import Item, item_id
-from mmrag_core.query import QueryEngine
-from mmrag_core.query_filters import QueryFilters, parse_pages
-from mmrag_core.snapshot import open_snapshot
-from mmrag_core.store import Store
+from mmrag_core.index.faiss_runtime import faiss
+from mmrag_core.storage.items import Item, item_id
+from mmrag_core.query.engine import QueryEngine
+from mmrag_core.query.filters import QueryFilters, parse_pages
+from mmrag_core.snapshot.open import open_snapshot
+from mmrag_core.storage.store import Store
 from tests.query_corpus import chunk_doc, offline_query_corpus, publish_docs
 
 CASCADE_QUERY = "quarterly revenue growth"
@@ -268,7 +268,7 @@ def test_parse_pages() -> None:
 
 def test_restriction_combines_filter_and_tombstones() -> None:
     """Allowed ids that are tombstoned stay excluded; both selector forms, on an exact (IDMap2,Flat) index."""
-    from mmrag_core.tombstones import Restriction, search_index
+    from mmrag_core.index.tombstones import Restriction, search_index
 
     rng = np.random.default_rng(1)
     vecs = rng.standard_normal((10, 8)).astype(np.float32)
@@ -283,10 +283,10 @@ def test_restriction_combines_filter_and_tombstones() -> None:
 
 def test_ivf_filter_probes_enough_lists() -> None:
     """On an IVF index, a filter letting few ids through scales nprobe up so that they are all found."""
-    from mmrag_core.codec import CodecSpec
-    from mmrag_core.space_index import IdFilter, SpaceIndex
-    from mmrag_core.stored_index import OpenShard
-    from mmrag_core.tombstones import Restriction, search_index
+    from mmrag_core.index.codec import CodecSpec
+    from mmrag_core.index.search import IdFilter, SpaceIndex
+    from mmrag_core.index.shard_files import OpenShard
+    from mmrag_core.index.tombstones import Restriction, search_index
 
     rng = np.random.default_rng(2)
     centers = rng.standard_normal((32, 16)).astype(np.float32) * 10

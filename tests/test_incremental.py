@@ -7,11 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from mmrag_core import indexing, publishing
+from mmrag_core.index import build as indexing
+from mmrag_core.snapshot import publish as publishing
 from mmrag_core.config import Settings
-from mmrag_core.publishing import compact_and_publish
-from mmrag_core.snapshot import Snapshot, open_snapshot, read_table
-from mmrag_core.store import Store
+from mmrag_core.snapshot.publish import compact_and_publish
+from mmrag_core.snapshot.open import Snapshot, open_snapshot, read_table
+from mmrag_core.storage.store import Store
 from tests.synthetic_docs import (  # noqa: F401 - fixtures
     NO_COMPACTION,
     SyntheticDoc,

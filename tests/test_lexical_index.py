@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mmrag_core.lexical_index import LEXICAL, index_terms
-from mmrag_core.publishing import compact_and_publish
-from mmrag_core.retention import plan_gc, run_gc
-from mmrag_core.snapshot import Snapshot, SnapshotError, open_snapshot, verify
-from mmrag_core.store import Store
+from mmrag_core.index.lexical import LEXICAL, index_terms
+from mmrag_core.snapshot.publish import compact_and_publish
+from mmrag_core.snapshot.retention import plan_gc, run_gc
+from mmrag_core.snapshot.open import Snapshot, SnapshotError, open_snapshot, verify
+from mmrag_core.storage.store import Store
 from tests.synthetic_docs import (  # noqa: F401 - fixtures
     NO_COMPACTION,
     SyntheticDoc,

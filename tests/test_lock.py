@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from mmrag_core.lock import LOCKS, StoreLocked, store_lock
-from mmrag_core.store import Store
+from mmrag_core.storage.lock import LOCKS, StoreLocked, store_lock
+from mmrag_core.storage.store import Store
 from tests.synthetic_docs import local_store_fixture, s3_store_fixture, store_fixture  # noqa: F401
 
 KEY = f"{LOCKS}/index.json"
@@ -53,7 +53,7 @@ def test_waiting_gives_up_after_the_timeout(local_store: Store) -> None:
 
 def test_a_dead_holder_on_this_host_is_taken_over_at_once(store: Store) -> None:
     """A process killed while holding the lock (kill -9) cannot release it; its lease names a pid that is gone."""
-    code = ("import os, sys; from mmrag_core.store import Store; from mmrag_core.lock import store_lock\n"
+    code = ("import os, sys; from mmrag_core.storage.store import Store; from mmrag_core.storage.lock import store_lock\n"
             "s = Store(sys.argv[1], {k: v for k, v in (a.split('=', 1) for a in sys.argv[2:])})\n"
             "with store_lock(s, 'doomed'):\n    os._exit(0)  # dies holding it\n")
     options = [f"{k}={v}" for k, v in store.fs.storage_options.items() if isinstance(v, str)]

@@ -7,9 +7,9 @@ import pytesseract
 import pytest
 from PIL import Image
 
-from mmrag_core.chunking import Word
-from mmrag_core.ocr import OcrUnavailable, ocr_image
-from mmrag_core.textmetrics import cer, edit_distance
+from mmrag_core.ingest.extract.chunking import Word
+from mmrag_core.ingest.extract.ocr import OcrUnavailable, ocr_image
+from tests.textmetrics import cer, edit_distance
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from mmrag_core.config import Settings
-from mmrag_core.evaluation import available_systems
-from mmrag_core.items import Item, item_id
-from mmrag_core.persist import build_record
-from mmrag_core.query import OUTLINE, QueryEngine
-from mmrag_core.snapshot import open_snapshot
-from mmrag_core.store import Store
+from mmrag_core.eval.evaluation import available_systems
+from mmrag_core.storage.items import Item, item_id
+from mmrag_core.storage.records import build_record
+from mmrag_core.query.engine import OUTLINE, QueryEngine
+from mmrag_core.snapshot.open import open_snapshot
+from mmrag_core.storage.store import Store
 from tests.published import publish_minilm_docs, publish_records
 from tests.tiny_models import one_torch_thread  # noqa: F401 - an autouse fixture
 
@@ -112,7 +112,7 @@ def test_filters_hold_inside_the_outline_list(snapshot) -> None:
 
 
 def engine_query(engine: QueryEngine, filters: dict):
-    from mmrag_core.query import _Query
+    from mmrag_core.query.engine import _Query
 
     return _Query(QUERY, None, engine.id_filter(filters))
 

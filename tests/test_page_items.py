@@ -11,15 +11,16 @@ import pymupdf
 import pytest
 from PIL import Image
 
-from mmrag_core.chunking import whitespace_token_counter
+from mmrag_core.ingest.extract.chunking import whitespace_token_counter
 from mmrag_core.config import Settings
-from mmrag_core.embed import config_key, image_inputs, text_inputs
-from mmrag_core.extract import ExtractResult, extract_document
-from mmrag_core.items import item_id
-from mmrag_core.persist import build_record
-from mmrag_core.query import QueryEngine
-from mmrag_core.snapshot import open_snapshot
-from mmrag_core.store import Store
+from mmrag_core.ingest.encoder_inputs import image_inputs, text_inputs
+from mmrag_core.ingest.record_keys import config_key
+from mmrag_core.ingest.extract import ExtractResult, extract_document
+from mmrag_core.storage.items import item_id
+from mmrag_core.storage.records import build_record
+from mmrag_core.query.engine import QueryEngine
+from mmrag_core.snapshot.open import open_snapshot
+from mmrag_core.storage.store import Store
 from tests.published import publish_records
 from tests.tiny_models import force_hf_offline, make_tiny_clip, single_torch_thread
 

@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from mmrag_core.items import Item, items_to_table
-from mmrag_core.prompting import (
+from mmrag_core.storage.items import Item, items_to_table
+from mmrag_core.answer.prompting import (
     ELLIPSIS,
     MESSAGE_OVERHEAD_TOKENS,
     Source,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mmrag_core.query import Hit, QueryEngine, snippet_of
-from mmrag_core.snapshot import open_snapshot
+from mmrag_core.query.engine import Hit, QueryEngine, snippet_of
+from mmrag_core.snapshot.open import open_snapshot
 from tests.query_corpus import SENTENCES, publish_query_corpus
 from tests.tiny_models import force_hf_offline, one_torch_thread  # noqa: F401 - an autouse fixture
 
@@ -133,7 +133,7 @@ def test_unavailable_image_model_degrades_to_text(built: dict, caplog: pytest.Lo
                                             "image": {"name": f"local-dir:{built['base'] / 'gone'}",
                                                       "pretrained": None}}}
     engine = QueryEngine(dataclasses.replace(snap, manifest=manifest))
-    with caplog.at_level(logging.WARNING, logger="mmrag_core.query"):
+    with caplog.at_level(logging.WARNING, logger="mmrag_core.query.engine"):
         hits = engine.search(text="glacier lake hike", k=3)
     assert hits[0].snippet == SENTENCES[3]
     assert all(set(h.ranks) <= {"text", "lexical", "routed"} and "text" in h.ranks for h in hits)

@@ -23,9 +23,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from mmrag_core.config import load_settings
-from mmrag_core.items import Failure
-from mmrag_core.persist import read_record
-from mmrag_core.store import open_store
+from mmrag_core.storage.items import Failure
+from mmrag_core.storage.records import read_record
+from mmrag_core.storage.store import open_store
 from tasks import ray_runtime
 from tasks.backpressure import bounded_results
 from tasks.index_tasks import BatchSummary

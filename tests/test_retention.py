@@ -7,10 +7,10 @@ from datetime import datetime
 
 import pytest
 
-from mmrag_core.retention import plan_gc, run_gc
-from mmrag_core.snapshot import new_snapshot_id, open_snapshot, read_manifest, read_table, snapshot_key, verify
-from mmrag_core.store import LATEST, MANIFEST, Store, doc_key
-from mmrag_core.stored_index import CODEC_MARKER, SHARD_MARKER, codec_dir, shard_dir
+from mmrag_core.snapshot.retention import plan_gc, run_gc
+from mmrag_core.snapshot.open import new_snapshot_id, open_snapshot, read_manifest, read_table, snapshot_key, verify
+from mmrag_core.storage.store import LATEST, MANIFEST, Store, doc_key
+from mmrag_core.index.shard_files import CODEC_MARKER, SHARD_MARKER, codec_dir, shard_dir
 from tests.synthetic_docs import (  # noqa: F401 - fixtures
     assert_finds,
     local_store_fixture,

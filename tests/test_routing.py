@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from mmrag_core.config import Settings
-from mmrag_core.items import Item, item_id
-from mmrag_core.query import QueryEngine
-from mmrag_core.routing import DocumentRouter, choose_documents, document_title, documents_of
-from mmrag_core.snapshot import open_snapshot
-from mmrag_core.store import Store
+from mmrag_core.storage.items import Item, item_id
+from mmrag_core.query.engine import QueryEngine
+from mmrag_core.query.routing import DocumentRouter, choose_documents, document_title, documents_of
+from mmrag_core.snapshot.open import open_snapshot
+from mmrag_core.storage.store import Store
 from tests.published import publish_minilm_docs
 from tests.tiny_models import one_torch_thread  # noqa: F401 - an autouse fixture
 
@@ -109,7 +109,7 @@ def test_routing_picks_the_right_documents_page(snapshot) -> None:
 def test_page_votes_fuse_page_by_page_only_when_on(snapshot, monkeypatch: pytest.MonkeyPatch) -> None:
     """``page_votes`` (with one hit per page) collapses every ranked list to pages before fusing, the routed
     list's inner fusion included; off, or with every item returned, the lists are fused item by item."""
-    import mmrag_core.query as query_module
+    import mmrag_core.query.engine as query_module
 
     calls: list[list[str]] = []
     real = query_module.by_unit

@@ -18,8 +18,8 @@ import pytest
 
 from mmrag_core.config import Settings
 from mmrag_core.service import create_app
-from mmrag_core.snapshot import read_manifest, read_table
-from mmrag_core.store import Store
+from mmrag_core.snapshot.open import read_manifest, read_table
+from mmrag_core.storage.store import Store
 from tests.live_server import live_server
 from tests.query_corpus import SENTENCES, chunk_doc, offline_query_corpus, png_bytes, publish_docs
 

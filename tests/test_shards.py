@@ -1,4 +1,4 @@
-"""Shards, merges, tombstones, compaction and refine files (mmrag_core.shards, mmrag_core.tombstones).
+"""Shards, merges, tombstones, compaction and refine files (mmrag_core.index.shards, mmrag_core.index.tombstones).
 
 The central property: shards encoded with one trained codec and merged give exactly the results (ids and
 distances) of one build over the same vectors, for exact, IVF-PQ and IVF-PQ fast-scan codecs.
@@ -9,12 +9,24 @@ import faiss
 import numpy as np
 import pytest
 
-from mmrag_core import codec
-from mmrag_core.codec import choose_codec, train_codec
-from mmrag_core.shards import (RefineStore, encode_shard, merge_shards, read_shard, refine_paths, write_refine,
-                               write_shard)
-from mmrag_core.tombstones import Exclusion, as_tombstones, compact, load_tombstones, save_tombstones, search_index
+from mmrag_core.index import codec
+from mmrag_core.index.codec import choose_codec, train_codec
+from mmrag_core.index.refine import RefineStore, refine_paths, write_refine
+from mmrag_core.index.shards import encode_shard, merge_shards, read_shard, write_shard
+from mmrag_core.index.tombstones import Exclusion, as_tombstones, search_index
 from tests.vectors import DIM, clustered, one_thread  # noqa: F401 - one_thread is an autouse fixture
+
+
+def save_tombstones(path, ids: np.ndarray):
+    """Tombstones as a .npy file (the form a snapshot stores: sorted, unique)."""
+    np.save(path, as_tombstones(ids))
+    return path
+
+
+def compact(shards, tombstones: np.ndarray, codec_bytes: bytes | None = None):
+    """Compaction as the library does it: a merge that drops the tombstoned ids."""
+    return merge_shards(shards, codec_bytes=codec_bytes, drop_ids=as_tombstones(tombstones))
+
 
 N = 12_000
 FACTORIES = ["Flat", "IVF32,PQ8", "IVF32,PQ16x4", "IVF32,PQ32x4fs", "OPQ8,IVF32,PQ16x4fsr"]
@@ -114,7 +126,7 @@ def test_fast_scan_merge_at_block_boundary(data):
 @pytest.mark.parametrize("factory", ["IVF4,PQ32x4fs", "IVF4,PQ16x4fs", "IVF4,PQ8x4fsr"])
 def test_numpy_block_layout_matches_faiss_packer(data, factory):
     """The merge (un)packs fast-scan blocks with a nibble permutation probed from FAISS's packer."""
-    from mmrag_core.shards import _BlockLayout
+    from mmrag_core.index.shards import _BlockLayout
 
     spec = choose_codec(N, DIM, factory=factory)
     index = train_codec(spec, data["base"][:1_000])
@@ -256,7 +268,7 @@ def test_compaction_drops_tombstones_and_keeps_the_rest(data, codecs, factory):
 
 def test_tombstone_files(tmp_path):
     path = save_tombstones(tmp_path / "tomb.npy", np.array([5, 3, 5, 9]))
-    np.testing.assert_array_equal(load_tombstones(path), [3, 5, 9])
+    np.testing.assert_array_equal(np.load(path), [3, 5, 9])
     np.testing.assert_array_equal(as_tombstones(np.array([1]), np.array([[2, 1]])), [1, 2])
 
 
@@ -286,7 +298,7 @@ def test_fingerprint_after_pymupdf_took_over_float_vectors() -> None:
     import sys
     from pathlib import Path
 
-    code = ("import faiss, numpy as np; import pymupdf; from mmrag_core.shards import codec_fingerprint, vector_array; "
+    code = ("import faiss, numpy as np; import pymupdf; from mmrag_core.index.shards import codec_fingerprint, vector_array; "
             "ix = faiss.index_factory(8, 'OPQ2,IVF4,PQ2x4'); ix.train(np.random.default_rng(0).random((2000, 8), 'float32')); "
             "pq = faiss.downcast_index(faiss.extract_index_ivf(ix)).pq.centroids; assert type(pq).__module__.startswith('pymupdf'), type(pq); "
             "print(codec_fingerprint(ix)); print(vector_array(pq, np.float32).shape)")

@@ -13,11 +13,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import mmrag_core.snapshot as snapshot_mod
-import mmrag_core.store as store_mod
-from mmrag_core.items import Failure
-from mmrag_core.persist import build_record, read_record, space_vectors, stored_record_key, write_record
-from mmrag_core.snapshot import (
+import mmrag_core.snapshot.open as snapshot_mod
+import mmrag_core.storage.store as store_mod
+from mmrag_core.storage.items import Failure
+from mmrag_core.storage.records import build_record, read_record, space_vectors, stored_record_key, write_record
+from mmrag_core.snapshot.open import (
     MANIFEST,
     NothingToPublish,
     SnapshotError,
@@ -26,7 +26,7 @@ from mmrag_core.snapshot import (
     read_manifest,
     snapshot_key,
 )
-from mmrag_core.store import Store, doc_key
+from mmrag_core.storage.store import Store, doc_key
 from tests.published import publish_records
 from tests.synthetic_docs import (  # noqa: F401 - fixtures
     IMAGE_DIM,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-import mmrag_core.sources as sources
-from mmrag_core.sources import DocRef, discover, local_path
+import mmrag_core.ingest.sources as sources
+from mmrag_core.ingest.sources import DocRef, discover, local_path
 
 INCLUDE = ["*.pdf", "*.png", "*.jpg"]
 

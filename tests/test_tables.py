@@ -8,11 +8,11 @@ from pathlib import Path
 import pymupdf
 import pytest
 
-from mmrag_core.chunking import Word, whitespace_token_counter
+from mmrag_core.ingest.extract.chunking import Word, whitespace_token_counter
 from mmrag_core.config import Settings
-from mmrag_core.extract import extract_document
-from mmrag_core.extract.pdf import text_layer_words
-from mmrag_core.extract.tables import table_words, visual_rows
+from mmrag_core.ingest.extract import extract_document
+from mmrag_core.ingest.extract.pdf import text_layer_words
+from mmrag_core.ingest.extract.tables import table_words, visual_rows
 
 
 def lines_of(words: list[Word]) -> list[str]:

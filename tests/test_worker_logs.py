@@ -36,9 +36,9 @@ def test_a_flood_is_cut_and_counted() -> None:
 def test_replay_names_the_host_and_logger(caplog: pytest.LogCaptureFixture) -> None:
     target = logging.getLogger("test.run_logger")
     with caplog.at_level(logging.INFO, logger="test.run_logger"):
-        replay([WorkerLog(logging.WARNING, "mmrag_core.extract.pdf", "a.pdf: repaired")], target, "node-2")
+        replay([WorkerLog(logging.WARNING, "mmrag_core.ingest.extract.pdf", "a.pdf: repaired")], target, "node-2")
     assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
-        (logging.WARNING, "[node-2] mmrag_core.extract.pdf: a.pdf: repaired")]
+        (logging.WARNING, "[node-2] mmrag_core.ingest.extract.pdf: a.pdf: repaired")]
 
 
 def test_records_cross_a_real_ray_task() -> None:

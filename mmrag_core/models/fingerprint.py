@@ -1,19 +1,11 @@
 """Checksums of model weights, so a manifest says exactly which weights built an index."""
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
+from mmrag_core.storage.checksums import sha256_file
+
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf")
-
-
-def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
-    """Streamed sha256 of a file (never loads it whole)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk_bytes):
-            h.update(block)
-    return h.hexdigest()
 
 
 def weights_checksums(path: str | Path) -> dict[str, str]:

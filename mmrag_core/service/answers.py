@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator, Callable
 
 from pydantic import BaseModel, Field
 
-from mmrag_core.answering import Answer, answer_from_sources
+from mmrag_core.answer.answering import Answer, answer_from_sources
 from mmrag_core.config import Settings
-from mmrag_core.generation import Generator, make_generator
+from mmrag_core.answer.generation import Generator, make_generator
 from mmrag_core.service.snapshot_holder import SnapshotHolder
 
 

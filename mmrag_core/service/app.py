@@ -14,17 +14,17 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
 
 from mmrag_core.config import Settings
-from mmrag_core.generation import GenerationError
+from mmrag_core.answer.generation import GenerationError
 from mmrag_core.models import ModelUnavailable
-from mmrag_core.query import RANKED_LISTS, STRATEGIES
-from mmrag_core.query_filters import FILTER_KEYS, QueryFilters
+from mmrag_core.query.engine import RANKED_LISTS, STRATEGIES
+from mmrag_core.query.filters import FILTER_KEYS, QueryFilters
 from mmrag_core.service.answers import Answerer, AnswerRequest
 from mmrag_core.service.guards import BodySizeLimitMiddleware, check_image, check_k, check_text, token_checker
 from mmrag_core.service.metrics import MetricsMiddleware, ServiceMetrics
 from mmrag_core.service.snapshot_holder import NoSnapshot, SnapshotHolder
 from mmrag_core.service.thumbnails import ThumbnailCache, placeholder, render_thumbnail
-from mmrag_core.snapshot import read_manifest
-from mmrag_core.store import Store, open_store
+from mmrag_core.snapshot.open import read_manifest
+from mmrag_core.storage.store import Store, open_store
 
 STATIC = Path(__file__).parent / "static"
 

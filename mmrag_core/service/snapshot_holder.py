@@ -14,11 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mmrag_core.config import Settings
-from mmrag_core.prompting import Source, sources_from_hits
-from mmrag_core.query import Hit, QueryEngine
-from mmrag_core.query_filters import QueryFilters
-from mmrag_core.snapshot import SnapshotError, open_snapshot, read_manifest, read_table
-from mmrag_core.store import Store
+from mmrag_core.answer.prompting import Source, sources_from_hits
+from mmrag_core.query.engine import Hit, QueryEngine
+from mmrag_core.query.filters import QueryFilters
+from mmrag_core.snapshot.open import SnapshotError, open_snapshot, read_manifest, read_table
+from mmrag_core.storage.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 from PIL import Image, ImageDraw, ImageOps
 
 from mmrag_core.config import Settings
-from mmrag_core.extract.common import png_thumbnail
-from mmrag_core.sources import local_path
-from mmrag_core.store import Store, doc_key, storage_options_for
+from mmrag_core.ingest.extract.common import png_thumbnail
+from mmrag_core.ingest.sources import local_path
+from mmrag_core.storage.store import Store, doc_key, storage_options_for
 
 HIGHLIGHT = (255, 196, 0)
 

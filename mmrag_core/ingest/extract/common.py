@@ -1,0 +1,112 @@
+"""What the PDF and image extractors share: the result type, the per-document context, and the
+making of chunk items and stored thumbnails."""
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from PIL import Image
+
+from mmrag_core.ingest.extract.chunking import TokenCounter, Word, chunk_words
+from mmrag_core.config import Settings
+from mmrag_core.ingest.extract.doc_context import PageContext
+from mmrag_core.storage.items import Failure, Item, item_id
+from mmrag_core.ingest.extract.ocr import OcrResult, eight_bit, ocr_image
+
+
+def empty_stats() -> dict[str, float]:
+    return {
+        "pages": 0,
+        "ocr_pages": 0,
+        "text_pages": 0,
+        "figures": 0,
+        "seconds_extract": 0.0,
+        "seconds_ocr": 0.0,
+    }
+
+
+@dataclass
+class ExtractResult:
+    """Items of one document, what could not be extracted (whole file or single pages), and counts."""
+
+    items: list[Item] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    stats: dict[str, float] = field(default_factory=empty_stats)
+
+
+@dataclass(frozen=True)
+class DocContext:
+    """The document being extracted and how: passed to every extractor function."""
+
+    source_uri: str
+    doc_sha256: str
+    settings: Settings
+    count_tokens: TokenCounter
+
+    def failure(self, stage: str, reason: str, page: int | None = None) -> Failure:
+        return Failure(self.source_uri, stage, reason, page, self.doc_sha256)
+
+    def failed(self, stage: str, reason: str) -> ExtractResult:
+        """The result for a file that yields nothing at all."""
+        return ExtractResult(failures=[self.failure(stage, reason)])
+
+    def ocr(self, img: Image.Image) -> OcrResult:
+        """OCR with the configured language and rotation handling."""
+        return ocr_image(
+            img,
+            lang=self.settings.ocr_lang,
+            rotation=self.settings.ocr_rotation,
+            min_confidence_for_no_rotation=self.settings.ocr_min_confidence_for_no_rotation,
+        )
+
+    def chunk_items(
+        self, words: Sequence[Word], page: int, text_source: str, ocr_confidence: float | None,
+        context: PageContext | None = None,
+    ) -> list[Item]:
+        """Chunk one page's words into ``kind="chunk"`` items, numbered from 0 on that page; with a page
+        ``context``, each item gets its context prefix (``Item.context``)."""
+        chunks = chunk_words(words, self.settings.chunk_tokens, self.settings.chunk_overlap, self.count_tokens)
+        return [
+            Item(
+                id=item_id(self.doc_sha256, "chunk", page, ordinal),
+                kind="chunk",
+                source_uri=self.source_uri,
+                doc_sha256=self.doc_sha256,
+                page=page,
+                bbox=chunk.bbox,
+                text=chunk.text,
+                ocr_confidence=ocr_confidence,
+                text_source=text_source,
+                ordinal=ordinal,
+                context=context.for_chunk(chunk.bbox) if context is not None else None,
+            )
+            for ordinal, chunk in enumerate(chunks)
+        ]
+
+    def outline_item(self, page: int, bbox: tuple[float, float, float, float], text_source: str,
+                     context: PageContext | None) -> Item | None:
+        """The page's ``kind="outline"`` item (:meth:`PageContext.outline`, within ``chunk_tokens``), or None
+        when ``page_outline`` is off or the page has no headings."""
+        outline = context.outline(self.settings.chunk_tokens) if context and self.settings.page_outline else None
+        if not outline:
+            return None
+        return Item(id=item_id(self.doc_sha256, "outline", page, 0), kind="outline", source_uri=self.source_uri,
+                    doc_sha256=self.doc_sha256, page=page, bbox=bbox, text=outline, text_source=text_source)
+
+
+def png_thumbnail(img: Image.Image, max_side: int) -> tuple[bytes, int, int]:
+    """PNG bytes of ``img`` shrunk to ``max_side`` (longest side), with its width and height."""
+    img = eight_bit(img)
+    if img.mode == "1":  # 1-bit images only resize by nearest neighbour: go grey first
+        img = img.convert("L")
+    elif img.mode not in ("L", "RGB", "RGBA"):
+        img = img.convert("RGBA" if "A" in img.getbands() or "transparency" in img.info else "RGB")
+    thumb = img
+    if max(img.size) > max_side:  # resize, not thumbnail(): that would need a full-size copy first
+        scale = max_side / max(img.size)
+        size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+        thumb = img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    buf = io.BytesIO()
+    thumb.save(buf, format="PNG", optimize=False)
+    return buf.getvalue(), thumb.width, thumb.height
