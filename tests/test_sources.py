@@ -178,3 +178,60 @@ def test_empty_files_are_refused_at_discovery(tmp_path: Path) -> None:
     [failure] = found.failures
     assert Path(failure.source_uri).name == "empty.pdf"
     assert (failure.stage, failure.reason) == ("discover", "empty file (0 bytes)")
+
+
+def _links(tmp_path: Path) -> Path:
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "good.pdf").write_bytes(b"%PDF-1.4 good")
+    (src / "dangling.pdf").symlink_to(tmp_path / "nowhere.pdf")
+    (src / "loop1.pdf").symlink_to(src / "loop2.pdf")
+    (src / "loop2.pdf").symlink_to(src / "loop1.pdf")
+    (src / "folder-link").symlink_to(src / "sub")
+    (src / "sub" / "up").symlink_to(src)  # a folder loop
+    return src
+
+
+def test_broken_and_looping_links_are_failures_and_the_rest_is_found(tmp_path: Path) -> None:
+    src = _links(tmp_path)
+    d = discover(str(src), ["*.pdf"], 10_000)
+    assert [x.uri for x in d.docs] == [str(src / "good.pdf")]
+    reasons = {Path(f.source_uri).name: f.reason for f in d.failures}
+    assert reasons["dangling.pdf"].startswith("broken symbolic link")
+    assert reasons["loop1.pdf"].startswith("symbolic link loop")
+    assert reasons["loop2.pdf"].startswith("symbolic link loop")
+    assert reasons["folder-link"].startswith("symbolic link to a folder")  # not "unsupported file type '.(none)'"
+    assert reasons["up"].startswith("symbolic link to a folder")
+    assert all(f.stage == "discover" for f in d.failures)
+
+
+UNREADABLE_SCRIPT = """
+import json, sys
+from mmrag_core.ingest.sources import discover
+d = discover(sys.argv[1], ["*.pdf"], 10_000)
+print(json.dumps({"docs": [x.uri for x in d.docs], "failures": {f.source_uri: f.reason for f in d.failures}}))
+"""
+
+
+def test_an_unreadable_file_is_a_failure_for_an_unprivileged_process(tmp_path: Path) -> None:
+    """As root, the check runs in a child without the capabilities that let root read any file."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "good.pdf").write_bytes(b"%PDF-1.4 good")
+    (src / "secret.pdf").write_bytes(b"%PDF-1.4 secret")
+    (src / "secret.pdf").chmod(0)
+    cmd = [sys.executable, "-c", UNREADABLE_SCRIPT, str(src)]
+    if os.geteuid() == 0:
+        if not shutil.which("setpriv"):
+            pytest.skip("running as root without setpriv: cannot drop the capability to read any file")
+        cmd = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *cmd]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["docs"] == [str(src / "good.pdf")]
+    assert result["failures"][str(src / "secret.pdf")].startswith("permission denied")

@@ -5,6 +5,7 @@ files are recognised, and unchanged files are never extracted twice.
 """
 from __future__ import annotations
 
+import errno
 import fnmatch
 import hashlib
 import os
@@ -18,6 +19,7 @@ from typing import Any
 import fsspec
 
 from mmrag_core.storage.items import Failure
+from mmrag_core.storage.names import file_name
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,7 @@ class DocRef:
 
     @property
     def name(self) -> str:
-        return self.uri.rstrip("/").rsplit("/", 1)[-1]
+        return file_name(self.uri)
 
 
 @dataclass
@@ -68,30 +70,51 @@ def discover(source: str, include: list[str], max_file_bytes: int,
     out = Discovery()
     seen: dict[str, str] = {}
     for path in paths:
-        name = path.rstrip("/").rsplit("/", 1)[-1]
+        name = file_name(path)
         if name.startswith(".") or any(part.startswith(".") for part in path[len(root):].split("/")[:-1]):
             continue
         uri = _uri(fs, path)
-        if not any(fnmatch.fnmatch(name.lower(), pat.lower()) for pat in include):
-            ext = name.rsplit(".", 1)[-1] if "." in name else "(none)"
-            out.failures.append(Failure(uri, "discover", f"unsupported file type '.{ext}' (not in include patterns)"))
+        try:
+            refusal, size = _refusal(fs, path, name, include, max_file_bytes)
+            digest = None if refusal else sha256_stream(fs, path)
+        except OSError as exc:  # a broken or looping link, an unreadable file: this file fails, the run goes on
+            refusal, digest = _os_error_reason(exc), None
+        if refusal:
+            out.failures.append(Failure(uri, "discover", refusal))
             continue
-        size = int(fs.size(path))
-        if size == 0:  # refused here, so that a run of nothing but empty files starts no workers
-            out.failures.append(Failure(uri, "discover", "empty file (0 bytes)"))
-            continue
-        if size > max_file_bytes:
-            out.failures.append(
-                Failure(uri, "discover", f"file is {size} bytes, over the limit of {max_file_bytes} (max_file_bytes)")
-            )
-            continue
-        digest = sha256_stream(fs, path)
         if digest in seen:
             out.duplicates[uri] = seen[digest]
             continue
         seen[digest] = uri
         out.docs.append(DocRef(uri=uri, size=size, sha256=digest))
     return out
+
+
+def _refusal(fs: fsspec.AbstractFileSystem, path: str, name: str, include: list[str],
+             max_file_bytes: int) -> tuple[str | None, int]:
+    """(why the file is refused before extraction or None, its size). Raises OSError when it cannot be read."""
+    if fs.isdir(path):  # a symbolic link to a folder: listed, not followed (it could loop)
+        return "symbolic link to a folder (not followed: link the files, or index the folder itself)", 0
+    if not any(fnmatch.fnmatch(name.lower(), pat.lower()) for pat in include):
+        ext = name.rsplit(".", 1)[-1] if "." in name else "(none)"
+        return f"unsupported file type '.{ext}' (not in include patterns)", 0
+    size = int(fs.size(path))
+    if size == 0:  # refused here, so that a run of nothing but empty files starts no workers
+        return "empty file (0 bytes)", 0
+    if size > max_file_bytes:
+        return f"file is {size} bytes, over the limit of {max_file_bytes} (max_file_bytes)", size
+    return None, size
+
+
+def _os_error_reason(exc: OSError) -> str:
+    """What an OSError from listing, sizing or hashing one file means, in words."""
+    if exc.errno == errno.ELOOP:
+        return "symbolic link loop (too many levels of symbolic links)"
+    if isinstance(exc, FileNotFoundError):
+        return "broken symbolic link or file removed during the run (no such file)"
+    if isinstance(exc, PermissionError):
+        return "permission denied: the file is not readable by this process"
+    return f"cannot read the file: {exc.strerror or type(exc).__name__} (errno {exc.errno})"
 
 
 @contextmanager
