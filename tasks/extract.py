@@ -10,6 +10,7 @@ import ray
 
 from mmrag_core.config import Settings
 from mmrag_core.ingest.extract import ExtractResult, extract_document
+from mmrag_core.ingest.extract.page_render import wants_page_items
 from mmrag_core.models.text_encoder import load_token_counter
 from mmrag_core.ingest.sources import DocRef, local_path
 from mmrag_core.storage.store import storage_options_for
@@ -32,12 +33,13 @@ class ExtractedBatch:
 def extract_batch_remote(docs: list[DocRef], settings: Settings) -> ExtractedBatch:
     """Extract each document; bad input comes back as failures, never as an exception."""
     count_tokens = load_token_counter(settings.text_model)
+    page_items = wants_page_items(settings.ingest, settings.models)
     results = []
     with captured_logs() as logs:
         for d in docs:
             t0 = time.perf_counter()
             with local_path(d.uri, storage_options_for(d.uri, settings.s3_endpoint_url)) as path:
-                r = extract_document(path, d.uri, d.sha256, settings, count_tokens)
+                r = extract_document(path, d.uri, d.sha256, settings.ingest, count_tokens, page_items)
             results.append(r)
             log.info("extracted %s: %d pages (%d OCR), %d items, %d failures in %.1f s", d.uri,
                      r.stats.get("pages", 0), r.stats.get("ocr_pages", 0), len(r.items), len(r.failures),

@@ -13,7 +13,7 @@ import pytest
 
 from mmrag_core.ingest.extract.chunking import whitespace_token_counter
 from mmrag_core.config import Settings
-from mmrag_core.ingest.extract import extract_document
+from tests.extraction import extract_as_run
 
 SHA = "ef" * 32
 
@@ -118,7 +118,7 @@ def test_bad_file_gives_one_clear_failure(name: str, test_data: Path, tmp_path: 
     path = tmp_path / name
     build(test_data, path)
 
-    result = extract_document(path, f"s3://bucket/{name}", SHA, Settings(**settings), whitespace_token_counter)
+    result = extract_as_run(path, f"s3://bucket/{name}", SHA, Settings(**settings), whitespace_token_counter)
 
     assert result.items == []
     assert len(result.failures) == 1
@@ -130,7 +130,7 @@ def test_bad_file_gives_one_clear_failure(name: str, test_data: Path, tmp_path: 
 
 
 def test_missing_file_is_a_failure(tmp_path: Path) -> None:
-    result = extract_document(tmp_path / "gone.pdf", "gone.pdf", SHA, Settings(), whitespace_token_counter)
+    result = extract_as_run(tmp_path / "gone.pdf", "gone.pdf", SHA, Settings(), whitespace_token_counter)
     assert [(f.stage, f.reason.startswith("file cannot be read")) for f in result.failures] == [("open", True)]
 
 
@@ -144,7 +144,7 @@ def test_unexpected_error_is_reported_not_raised(
 
     monkeypatch.setattr(extract_package, "extract_pdf", explode)
     path = test_data / "pdfs" / "born_digital" / "financial_statement_notes.pdf"
-    result = extract_document(path, "x.pdf", SHA, Settings(), whitespace_token_counter)
+    result = extract_as_run(path, "x.pdf", SHA, Settings(), whitespace_token_counter)
     assert [(f.stage, f.reason) for f in result.failures] == [
         ("extract", "unexpected error: KeyError: 'a library broke in a new way'")
     ]

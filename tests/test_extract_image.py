@@ -10,8 +10,9 @@ from PIL import Image
 
 from mmrag_core.ingest.extract.chunking import whitespace_token_counter
 from mmrag_core.config import Settings
-from mmrag_core.ingest.extract import ExtractResult, extract_document
+from mmrag_core.ingest.extract import ExtractResult
 from mmrag_core.storage.items import Item, item_id
+from tests.extraction import extract_as_run
 from tests.textmetrics import cer
 
 SHA = "cd" * 32
@@ -19,7 +20,7 @@ EXIF_ORIENTATION = 0x0112
 
 
 def extract(path: Path, **settings: Any) -> ExtractResult:
-    return extract_document(path, str(path), SHA, Settings(**settings), whitespace_token_counter)
+    return extract_as_run(path, str(path), SHA, Settings(**settings), whitespace_token_counter)
 
 
 def of_kind(result: ExtractResult, kind: str) -> list[Item]:

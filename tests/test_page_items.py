@@ -15,12 +15,13 @@ from mmrag_core.ingest.extract.chunking import whitespace_token_counter
 from mmrag_core.config import Settings
 from mmrag_core.ingest.encoder_inputs import image_inputs, text_inputs
 from mmrag_core.ingest.record_keys import config_key
-from mmrag_core.ingest.extract import ExtractResult, extract_document
+from mmrag_core.ingest.extract import ExtractResult
 from mmrag_core.storage.items import item_id
 from mmrag_core.storage.records import build_record
 from mmrag_core.query.engine import QueryEngine
 from mmrag_core.snapshot.open import open_snapshot
 from mmrag_core.storage.store import Store
+from tests.extraction import extract_as_run
 from tests.published import publish_records
 from tests.tiny_models import force_hf_offline, make_tiny_clip, single_torch_thread
 
@@ -56,7 +57,7 @@ def make_pdf(path: Path, rotate_last: bool = False, blank_page: bool = False) ->
 
 
 def extract(path: Path, **settings: Any) -> ExtractResult:
-    return extract_document(path, str(path), SHA, Settings(**settings), whitespace_token_counter)
+    return extract_as_run(path, str(path), SHA, Settings(**settings), whitespace_token_counter)
 
 
 def pages_of(result: ExtractResult) -> list:

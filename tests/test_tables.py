@@ -10,9 +10,9 @@ import pytest
 
 from mmrag_core.ingest.extract.chunking import Word, whitespace_token_counter
 from mmrag_core.config import Settings
-from mmrag_core.ingest.extract import extract_document
 from mmrag_core.ingest.extract.pdf import text_layer_words
 from mmrag_core.ingest.extract.tables import table_words, visual_rows
+from tests.extraction import extract_as_run
 
 
 def lines_of(words: list[Word]) -> list[str]:
@@ -109,9 +109,9 @@ def test_extraction_chunks_table_pages_by_rows_within_the_token_bound(filings: P
         one.insert_pdf(doc, from_page=56, to_page=56)
         one.save(tmp_path / "statement.pdf")
     settings = {"page_render_px": 0, "chunk_context": False, "chunk_tokens": 60, "chunk_overlap": 10}
-    on = extract_document(tmp_path / "statement.pdf", "u", "ab" * 32, Settings(**settings, table_structure=True),
+    on = extract_as_run(tmp_path / "statement.pdf", "u", "ab" * 32, Settings(**settings, table_structure=True),
                           whitespace_token_counter)
-    off = extract_document(tmp_path / "statement.pdf", "u", "ab" * 32, Settings(**settings, table_structure=False),
+    off = extract_as_run(tmp_path / "statement.pdf", "u", "ab" * 32, Settings(**settings, table_structure=False),
                            whitespace_token_counter)
     assert on.stats["table_pages"] == 1 and "table_pages" not in off.stats
     text_on = "\n".join(c.text for c in on.items if c.kind == "chunk")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from mmrag_core.ingest.extract.chunking import TokenCounter
-from mmrag_core.config import Settings
+from mmrag_core.config import IngestSettings
 from mmrag_core.ingest.extract.common import DocContext, ExtractResult
 from mmrag_core.ingest.extract.image import extract_image
 from mmrag_core.ingest.extract.pdf import extract_pdf
@@ -43,13 +43,14 @@ def extract_document(
     path: str | os.PathLike[str],
     source_uri: str,
     doc_sha256: str,
-    settings: Settings,
+    settings: IngestSettings,
     count_tokens: TokenCounter,
+    page_items: bool = False,
 ) -> ExtractResult:
     """Extract a PDF or image file into items. Chunks are sized with ``count_tokens`` (the text
-    encoder's tokenizer, per word)."""
+    encoder's tokenizer, per word); ``page_items`` adds a render of every PDF page (``wants_page_items``)."""
     started = time.perf_counter()
-    ctx = DocContext(source_uri, doc_sha256, settings, count_tokens)
+    ctx = DocContext(source_uri, doc_sha256, settings, count_tokens, page_items)
     try:
         result = _dispatch(Path(path), ctx)
     except OcrUnavailable:

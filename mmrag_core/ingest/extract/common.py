@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from mmrag_core.ingest.extract.chunking import TokenCounter, Word, chunk_words
-from mmrag_core.config import Settings
+from mmrag_core.config import IngestSettings
 from mmrag_core.ingest.extract.doc_context import PageContext
 from mmrag_core.storage.items import Failure, Item, item_id
 from mmrag_core.ingest.extract.ocr import OcrResult, eight_bit, ocr_image
@@ -41,8 +41,9 @@ class DocContext:
 
     source_uri: str
     doc_sha256: str
-    settings: Settings
+    settings: IngestSettings
     count_tokens: TokenCounter
+    page_items: bool = False  # also a 'page' item (a small render) per PDF page: see page_render.wants_page_items
 
     def failure(self, stage: str, reason: str, page: int | None = None) -> Failure:
         return Failure(self.source_uri, stage, reason, page, self.doc_sha256)

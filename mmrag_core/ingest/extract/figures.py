@@ -14,7 +14,7 @@ import pymupdf
 from PIL import Image
 
 from mmrag_core.ingest.extract.chunking import Word
-from mmrag_core.config import Settings
+from mmrag_core.config import IngestSettings
 from mmrag_core.ingest.extract.common import png_thumbnail
 
 # An image covering more than this share of a page with no text layer is the scan of the page
@@ -50,7 +50,7 @@ class FigureBox:
     native_zoom: float | None = None
 
 
-def find_figures(page: pymupdf.Page, words: Sequence[Word], scanned: bool, settings: Settings) -> list[FigureBox]:
+def find_figures(page: pymupdf.Page, words: Sequence[Word], scanned: bool, settings: IngestSettings) -> list[FigureBox]:
     """The page's figures, top to bottom, each once. ``words``: the page's words (displayed frame);
     ``scanned``: the page has no text layer, so a page-filling image is its scan, not a figure."""
     boxes = _raster_boxes(page, scanned, settings) + _vector_boxes(page, words, settings)
@@ -80,7 +80,7 @@ def _displayed(page: pymupdf.Page, rect: pymupdf.Rect) -> pymupdf.Rect:
     return rect & page.rect
 
 
-def _raster_boxes(page: pymupdf.Page, scanned: bool, settings: Settings) -> list[FigureBox]:
+def _raster_boxes(page: pymupdf.Page, scanned: bool, settings: IngestSettings) -> list[FigureBox]:
     """Placed images big enough to be figures. Without ``xrefs=True``, which would decode and hash
     every image (4-6x slower); an image placed twice in one spot is joined by ``_merge``."""
     page_area = _page_area(page)
@@ -100,7 +100,7 @@ def _raster_boxes(page: pymupdf.Page, scanned: bool, settings: Settings) -> list
     return boxes
 
 
-def _vector_boxes(page: pymupdf.Page, words: Sequence[Word], settings: Settings) -> list[FigureBox]:
+def _vector_boxes(page: pymupdf.Page, words: Sequence[Word], settings: IngestSettings) -> list[FigureBox]:
     page_area = _page_area(page)
     paths = [
         p

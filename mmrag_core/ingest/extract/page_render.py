@@ -11,14 +11,14 @@ import time
 import pymupdf
 from PIL import Image
 
-from mmrag_core.config import Settings
+from mmrag_core.config import IngestSettings, ModelSettings
 from mmrag_core.ingest.extract.common import DocContext, ExtractResult, png_thumbnail
 from mmrag_core.storage.items import Item, item_id
 
 
-def wants_page_items(settings: Settings) -> bool:
+def wants_page_items(ingest: IngestSettings, models: ModelSettings) -> bool:
     """Page renders are made only where something uses them: the image space (CLIP) or captioning."""
-    return settings.page_render_px > 0 and (settings.clip_enabled or settings.caption_enabled)
+    return ingest.page_render_px > 0 and (models.clip_enabled or models.caption_enabled)
 
 
 def render_page(page: pymupdf.Page, max_side: int) -> tuple[bytes, int, int]:
@@ -34,7 +34,7 @@ def render_page(page: pymupdf.Page, max_side: int) -> tuple[bytes, int, int]:
 def add_page_item(page: pymupdf.Page, pno: int, ctx: DocContext, result: ExtractResult) -> None:
     """Append the ``page`` item of page ``pno`` to ``result`` (or a page failure if it cannot be rendered),
     when page items are wanted; the time spent is counted in ``result.stats["seconds_page_render"]``."""
-    if not wants_page_items(ctx.settings):
+    if not ctx.page_items:
         return
     started = time.perf_counter()
     try:
