@@ -127,6 +127,22 @@ def test_image_limits(service: dict) -> None:
     assert r.status_code == 413 and "service_max_image_pixels" in r.json()["detail"]
 
 
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "TIFF", "BMP", "GIF"])
+def test_truncated_image_of_every_type_is_a_400(service: dict, fmt: str) -> None:
+    """The header says a small image, the pixels are cut short: a client's mistake, never a 5xx."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.effect_noise((64, 64), 50).convert("RGB").save(buf, fmt)
+    data = buf.getvalue()
+    truncated = data[: len(data) // 2]
+    r = service["client"].post("/query", files={"image": (f"q.{fmt.lower()}", truncated, "image/octet-stream")})
+    assert r.status_code == 400, (r.status_code, r.text)
+    assert "could not be decoded" in r.json()["detail"]
+
+
 def test_body_limit(service: dict) -> None:
     client = service["client"]
     r = client.post("/query", content=b'{"text": "' + b"a" * 1_100_000 + b'"}',

@@ -50,8 +50,8 @@ def check_text(text: str | None, max_chars: int) -> str | None:
 
 
 def check_image(data: bytes, max_bytes: int, max_pixels: int) -> bytes:
-    """The image bytes, if they are under the byte limit and decode to an image under the pixel limit
-    (read from the header: the pixels are not decoded here)."""
+    """The image bytes, if they are under the byte limit and decode whole to an image under the pixel limit
+    (the pixel count is read from the header first, so a decompression bomb is never decoded)."""
     from PIL import Image
 
     if len(data) > max_bytes:
@@ -66,6 +66,11 @@ def check_image(data: bytes, max_bytes: int, max_pixels: int) -> bytes:
         raise refuse(400, f"image could not be decoded: {e}") from e
     if width * height > max_pixels:
         raise refuse(413, f"image has {width * height} pixels; the limit is {max_pixels} (service_max_image_pixels)")
+    try:  # now that the size is known to be bounded: decode every pixel, so a truncated file is a 400, not a 500
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+    except Exception as e:
+        raise refuse(400, f"image could not be decoded: {e}") from e
     return data
 
 
