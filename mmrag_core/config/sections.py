@@ -33,7 +33,11 @@ class IngestSettings(BaseModel):
     )
     max_file_bytes: int = Field(512 * 1024 * 1024, description="Files larger than this are skipped as too large.")
     max_image_pixels: int = Field(64_000_000, description="Images (and renders) with more pixels are refused.")
-    max_pdf_pages: int = Field(5000, description="PDFs with more pages are refused.")
+    max_pdf_pages: int = Field(5000, description="PDFs (and TIFFs) with more pages (frames) are refused.")
+    max_doc_seconds: float = Field(
+        600.0, gt=0, description="Work budget of one document, checked between pages: once spent, the remaining "
+        "pages are skipped, what was extracted is kept, and a 'budget' failure row says which pages were left out.",
+    )
     ocr_lang: str = Field("eng", description="Tesseract language(s), e.g. 'eng+deu'.")
     ocr_dpi: int = Field(300, description="Render resolution for OCR of pages without a text layer.")
     ocr_min_text_chars: int = Field(

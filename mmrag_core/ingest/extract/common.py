@@ -2,10 +2,12 @@
 making of chunk items and stored thumbnails."""
 from __future__ import annotations
 
+import time
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 from PIL import Image
 
 from mmrag_core.ingest.extract.chunking import TokenCounter, Word, chunk_words
@@ -33,6 +35,19 @@ class ExtractResult:
     items: list[Item] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     stats: dict[str, float] = field(default_factory=empty_stats)
+    started: float = field(default_factory=time.perf_counter)
+
+    def over_budget(self, ctx: DocContext, done: int, total: int) -> bool:
+        """True (and a ``budget`` failure row naming the skipped pages) once the document's work budget is spent
+        with pages left: checked between pages, so no document runs much past ``max_doc_seconds``."""
+        spent = time.perf_counter() - self.started
+        if done >= total or spent <= ctx.settings.max_doc_seconds:
+            return False
+        self.failures.append(ctx.failure(
+            "budget", f"work budget of {ctx.settings.max_doc_seconds:g} s per document spent after {done} of {total} "
+            f"pages ({spent:.0f} s); pages {done}-{total - 1} (0-based) not indexed (max_doc_seconds)"))
+        self.stats["pages_skipped"] = total - done
+        return True
 
 
 @dataclass(frozen=True)
@@ -94,6 +109,11 @@ class DocContext:
             return None
         return Item(id=item_id(self.doc_sha256, "outline", page, 0), kind="outline", source_uri=self.source_uri,
                     doc_sha256=self.doc_sha256, page=page, bbox=bbox, text=outline, text_source=text_source)
+
+
+def uniform(pixels: np.ndarray) -> bool:
+    """Every value the same: a blank render or frame (all white, all black, one flat colour)."""
+    return pixels.size == 0 or int(pixels.min()) == int(pixels.max())
 
 
 def png_thumbnail(img: Image.Image, max_side: int) -> tuple[bytes, int, int]:

@@ -10,9 +10,10 @@ import os
 import threading
 import time
 
+import numpy as np
 from PIL import Image, ImageOps
 
-from mmrag_core.ingest.extract.common import DocContext, ExtractResult, png_thumbnail
+from mmrag_core.ingest.extract.common import DocContext, ExtractResult, png_thumbnail, uniform
 from mmrag_core.storage.items import Item, item_id
 from mmrag_core.ingest.extract.ocr import OcrResult, OcrUnavailable
 
@@ -32,7 +33,9 @@ def extract_image(path: str | os.PathLike[str], ctx: DocContext) -> ExtractResul
             )
         result = ExtractResult()
         for frame in range(n_frames):
-            refusal = _extract_frame(img, frame, ctx, result)
+            if result.over_budget(ctx, frame, n_frames):
+                break
+            refusal = _extract_frame(img, frame, ctx, result, multi_frame=n_frames > 1)
             if refusal and n_frames == 1:
                 return ctx.failed(*refusal)
             if refusal:
@@ -55,12 +58,19 @@ def _open_header(path: str | os.PathLike[str]) -> Image.Image:
             Image.MAX_IMAGE_PIXELS = saved
 
 
-def _extract_frame(img: Image.Image, frame: int, ctx: DocContext, result: ExtractResult) -> tuple[str, str] | None:
-    """Append the items of one frame to ``result``; or return (stage, reason) if it cannot be read."""
+def _extract_frame(img: Image.Image, frame: int, ctx: DocContext, result: ExtractResult,
+                   multi_frame: bool = False) -> tuple[str, str] | None:
+    """Append the items of one frame to ``result``; or return (stage, reason) if it cannot be read. A blank
+    frame is not OCR'd; in a multi-page file it is no item either (a 500-frame blank TIFF adds nothing)."""
     upright, refusal = _decode_frame(img, frame, ctx.settings.max_image_pixels)
     if upright is None:
         return "decode", refusal
     result.stats["pages"] += 1
+    if _blank_frame(upright):
+        result.stats["blank_pages"] = result.stats.get("blank_pages", 0) + 1
+        if not multi_frame:  # an image file of one flat colour is still an image: kept, with no text
+            result.items.append(_image_item(upright, frame, OcrResult("", None), ctx))
+        return None
     started = time.perf_counter()
     try:
         ocr = ctx.ocr(upright)
@@ -74,6 +84,13 @@ def _extract_frame(img: Image.Image, frame: int, ctx: DocContext, result: Extrac
     result.items.append(_image_item(upright, frame, ocr, ctx))
     result.items.extend(ctx.chunk_items(ocr.words, frame, "ocr", ocr.confidence))
     return None
+
+
+def _blank_frame(img: Image.Image) -> bool:
+    """One flat colour in every band: nothing to read or see (checked on a small copy)."""
+    small = img.copy()
+    small.thumbnail((256, 256))
+    return uniform(np.asarray(small.convert("L" if small.mode in ("1", "L", "P", "I;16") else "RGB")))
 
 
 def _decode_frame(img: Image.Image, frame: int, limit: int) -> tuple[Image.Image | None, str]:
