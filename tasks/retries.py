@@ -11,8 +11,9 @@ from mmrag_core.config import Settings
 
 # OSError subclasses that say something about the request, not about the moment it was made.
 _PERMANENT_OS_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
+# Out of space (or quota, or a read-only store) does not pass in seconds: retrying only delays the message.
 _PERMANENT_ERRNOS = {errno.ENOENT, errno.EEXIST, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR,
-                     errno.EINVAL, errno.ENAMETOOLONG}
+                     errno.EINVAL, errno.ENAMETOOLONG, errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 _RAY_TRANSIENT = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
                   ray.exceptions.ObjectLostError, ray.exceptions.LocalRayletDiedError,
                   ray.exceptions.OutOfMemoryError)
