@@ -7,6 +7,7 @@ with parameters of our own), then read the run's artifacts back through the API.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -182,9 +183,9 @@ def test_failure_rows_and_gc_summary() -> None:
 
 
 def test_cli_progress_bar(capsys: pytest.CaptureFixture) -> None:
-    from flows.cli import _progress_bar
+    from flows.cli.index import progress_bar
 
-    _progress_bar(3, 12, 30.0)
+    progress_bar(3, 12, 30.0)
     err = capsys.readouterr().err
     assert err.startswith("[" + "#" * 7 + "." * 23 + "] 3/12 docs, 30 s, ETA 1m30s")
 
@@ -204,7 +205,9 @@ def test_transient_errors() -> None:
                  EndpointConnectionError(endpoint_url="http://s3"), client_error("SlowDown", 503),
                  client_error("InternalError", 500)]
     permanent = [ValueError("bad page"), KeyError("x"), FileNotFoundError("gone"), PermissionError(),
-                 NoCredentialsError(), client_error("AccessDenied", 403), RuntimeError("a bug")]
+                 NoCredentialsError(), client_error("AccessDenied", 403), RuntimeError("a bug"),
+                 OSError(errno.ENOSPC, "No space left on device"), OSError(errno.EDQUOT, "Disk quota exceeded"),
+                 OSError(errno.EROFS, "Read-only file system")]
     assert [is_transient(e) for e in transient] == [True] * len(transient)
     assert [is_transient(e) for e in permanent] == [False] * len(permanent)
     try:
