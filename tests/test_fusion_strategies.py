@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from mmrag_core.config import Settings
+from mmrag_core.config.sections import QuerySettings
 from mmrag_core.index.faiss_runtime import faiss
 from mmrag_core.storage.items import Item, item_id
 from mmrag_core.query.engine import QueryEngine
@@ -104,7 +105,7 @@ def test_early_fusion_finds_the_item_matching_text_and_image(designed: dict) -> 
 
 @pytest.mark.parametrize("weight, name", [(1.0, "e_text.png"), (0.0, "e_image.png")])
 def test_early_fusion_weights(designed: dict, weight: float, name: str) -> None:
-    engine = QueryEngine(designed["snapshot"], early_text_weight=weight)
+    engine = QueryEngine(designed["snapshot"], QuerySettings(early_fusion_text_weight=weight))
     hits = engine.search(text=EARLY_QUERY, image=designed["query_png"], k=1, strategy="early")
     assert hits[0].key == designed["images"][name].id
     assert hits[0].similarities["image:early"] == pytest.approx(1.0, abs=1e-4)
@@ -127,7 +128,7 @@ def test_cascade_reranks_the_text_shortlist_by_its_pages_images(designed: dict) 
 
 
 def test_cascade_shortlist_depth(designed: dict) -> None:
-    engine = QueryEngine(designed["snapshot"], cascade_depth=1)
+    engine = QueryEngine(designed["snapshot"], QuerySettings(cascade_depth=1))
     hits = engine.search(text=CASCADE_QUERY, k=1, strategy="cascade")
     assert len(hits) == 1 and hits[0].page == 0  # the shortlist held page 0 only: nothing to re-rank it against
 
@@ -198,7 +199,7 @@ def test_strategy_default_from_settings(designed: dict, monkeypatch: pytest.Monk
 def test_filter_applies_before_truncation(corpus: dict) -> None:
     """An allowed item ranked beyond the search depth overall is still found: top-k is taken among allowed
     items inside the FAISS search, not cut from an unfiltered top-k."""
-    shallow = QueryEngine(corpus["snapshot"], search_depth=2)
+    shallow = QueryEngine(corpus["snapshot"], QuerySettings(search_depth=2))
     query = "storm damage closed the bridge"
     full = corpus["engine"].search(text=query, k=10, spaces=["text"])
     last = full[-1]  # the text space's least similar chunk: rank 6 of 6

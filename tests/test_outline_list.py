@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mmrag_core.config import Settings
-from mmrag_core.eval.evaluation import available_systems
+from mmrag_core.eval.retrieval import available_systems
 from mmrag_core.storage.items import Item, item_id
 from mmrag_core.storage.records import build_record
 from mmrag_core.query.engine import OUTLINE, QueryEngine
@@ -108,13 +108,13 @@ def test_filters_hold_inside_the_outline_list(snapshot) -> None:
     pages_3 = engine.search(QUERY, k=5, spaces=[OUTLINE], filters={"pages": "3-"})
     assert [h.page for h in pages_3] == [3]
     # a filter that leaves no outline: nothing from this list, and a late fusion of it alone says so
-    assert engine._outline_list(engine_query(engine, {"doc": ["ACME_2019_10K"], "pages": 0})) == []
+    assert engine.lists[OUTLINE](engine_query(engine, {"doc": ["ACME_2019_10K"], "pages": 0})) == []
 
 
 def engine_query(engine: QueryEngine, filters: dict):
-    from mmrag_core.query.engine import _Query
+    from mmrag_core.query.lists import Query
 
-    return _Query(QUERY, None, engine.id_filter(filters))
+    return Query(QUERY, None, engine.id_filter(filters))
 
 
 def test_snapshot_without_outlines_has_no_outline_list(tmp_path: Path) -> None:

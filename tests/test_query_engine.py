@@ -64,7 +64,7 @@ def test_text_query_finds_paraphrased_chunk(built: dict, query: str, sentence: i
     assert top.ranks["text"] == 1
     assert 0.3 < top.similarities["text"] <= 1.0
     # reciprocal rank over the lists that found it (the text space; the lexical list when a query word is in it)
-    k = built["engine"].rrf_k
+    k = built["engine"].settings.rrf_k
     assert top.score == pytest.approx(round(sum(1 / (k + r) for r in top.ranks.values()), 6), abs=1e-6)
     assert set(top.ranks) <= {"text", "lexical", "routed", "image:text"}
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
@@ -129,9 +129,8 @@ def test_hit_to_dict(built: dict) -> None:
 
 def test_unavailable_image_model_degrades_to_text(built: dict, caplog: pytest.LogCaptureFixture) -> None:
     snap = built["snapshot"]
-    manifest = {**snap.manifest, "models": {**snap.manifest["models"],
-                                            "image": {"name": f"local-dir:{built['base'] / 'gone'}",
-                                                      "pretrained": None}}}
+    manifest = snap.manifest.model_copy(update={"models": {
+        **snap.manifest.models, "image": {"name": f"local-dir:{built['base'] / 'gone'}", "pretrained": None}}})
     engine = QueryEngine(dataclasses.replace(snap, manifest=manifest))
     with caplog.at_level(logging.WARNING, logger="mmrag_core.query.engine"):
         hits = engine.search(text="glacier lake hike", k=3)
@@ -150,9 +149,8 @@ def test_snippet_of() -> None:
 
 def test_image_only_query_without_image_space_is_a_clear_error(built: dict, tmp_path: Path) -> None:
     snap = built["snapshot"]
-    manifest = {**snap.manifest, "models": {**snap.manifest["models"],
-                                            "image": {"name": f"local-dir:{built['base'] / 'gone'}",
-                                                      "pretrained": None}}}
+    manifest = snap.manifest.model_copy(update={"models": {
+        **snap.manifest.models, "image": {"name": f"local-dir:{built['base'] / 'gone'}", "pretrained": None}}})
     engine = QueryEngine(dataclasses.replace(snap, manifest=manifest))
     png = tmp_path / "q.png"
     Image.new("RGB", (16, 16), (10, 200, 30)).save(png)

@@ -109,16 +109,19 @@ def test_routing_picks_the_right_documents_page(snapshot) -> None:
 def test_page_votes_fuse_page_by_page_only_when_on(snapshot, monkeypatch: pytest.MonkeyPatch) -> None:
     """``page_votes`` (with one hit per page) collapses every ranked list to pages before fusing, the routed
     list's inner fusion included; off, or with every item returned, the lists are fused item by item."""
-    import mmrag_core.query.engine as query_module
+    import mmrag_core.query.fusion as fusion_module
+    import mmrag_core.query.lists as lists_module
+    import mmrag_core.query.strategies as strategies_module
 
     calls: list[list[str]] = []
-    real = query_module.by_unit
+    real = fusion_module.by_unit
 
     def spy(ranked, unit):
         calls.append(sorted(ranked))
         return real(ranked, unit)
 
-    monkeypatch.setattr(query_module, "by_unit", spy)
+    for query_module in (lists_module, strategies_module):  # the routed list's inner fusion, then late fusion
+        monkeypatch.setattr(query_module, "by_unit", spy)
     query = "What is the FY2019 capital expenditure of ACME? Use the cash flow statement."
     engine_for(snapshot, route_docs=1, route_pages=1).search(query, k=3)
     engine_for(snapshot, route_docs=1, route_pages=1, page_votes=True).search(query, k=3, dedupe=False)
