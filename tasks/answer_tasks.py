@@ -7,7 +7,7 @@ from prefect.cache_policies import NO_CACHE
 
 from mmrag_core.answer.answering import ask
 from mmrag_core.config import Settings
-from mmrag_core.answer.generation import make_generator
+from mmrag_core.answer.generators import make_generator
 from mmrag_core.storage.store import open_store
 from tasks.artifacts import _table
 from tasks.query_tasks import engine_for
@@ -18,7 +18,7 @@ def answer_question(settings: Settings, question: str, k: int | None = None, sna
     """A cited answer (``Answer.to_dict()``) from the top ``k`` hits (default ``settings.answer_k``) of
     ``snapshot`` or LATEST. The query engine and a local generator model stay loaded in the process."""
     engine = engine_for(open_store(settings), settings, snapshot)
-    return ask(engine, question, make_generator(settings), settings, k=k).to_dict()
+    return ask(engine, question, make_generator(settings.answer, settings.models.device), settings, k=k).to_dict()
 
 
 def answer_markdown(answer: dict) -> str:

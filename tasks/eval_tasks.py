@@ -6,7 +6,8 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from mmrag_core.eval import evaluation
+from mmrag_core.eval.report import answers_markdown_table, markdown_table
+from mmrag_core.eval.retrieval import run_evaluation
 from mmrag_core.config import Settings
 
 SUMMARY_KEY = "mmrag-eval-summary"
@@ -18,17 +19,17 @@ ANSWERS_KEY = "mmrag-eval-answers"
 def evaluate_snapshot(settings: Settings, queries: str, qrels: str, snapshot: str | None = None,
                       systems: list[str] | None = None, k: int = 10, answers: bool = False,
                       answers_limit: int | None = None) -> dict:
-    """``evaluation.run_evaluation`` as a task; returns its JSON (rows, curves, rankings, answers)."""
-    return evaluation.run_evaluation(settings, queries, qrels, snapshot, systems, k, answers, answers_limit).to_json()
+    """``run_evaluation`` as a task; returns its JSON (rows, curves, rankings, answers)."""
+    return run_evaluation(settings, queries, qrels, snapshot, systems, k, answers, answers_limit).to_json()
 
 
 def eval_markdown(result: dict, store_uri: str) -> str:
     """The run's summary: what was evaluated and the metrics tables, as ``mmrag eval`` prints them."""
     parts = [f"# Evaluation of snapshot `{result['snapshot']}`", "",
              f"Store `{store_uri}`: {result['queries']} queries, {result['level']}-level qrels (pages are 0-based).",
-             "", evaluation.markdown_table(result["rows"])]
+             "", markdown_table(result["rows"])]
     if result.get("answers"):
-        parts += ["", "## Cited answers", "", evaluation.answers_markdown_table(result["answers"]["summary"])]
+        parts += ["", "## Cited answers", "", answers_markdown_table(result["answers"]["summary"])]
     parts += [f"\n- note: {n}" for n in result["notes"]]
     return "\n".join(parts)
 

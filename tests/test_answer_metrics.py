@@ -17,7 +17,8 @@ from mmrag_core.eval.answer_metrics import (
     score_answer,
 )
 from mmrag_core.answer.answering import Answer
-from mmrag_core.eval.evaluation import answers_markdown_table, load_reference_answers
+from mmrag_core.eval.data import load_reference_answers
+from mmrag_core.eval.report import answers_markdown_table
 from mmrag_core.answer.prompting import Source
 
 

@@ -13,11 +13,17 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from mmrag_core.eval import evaluation as ev
 from mmrag_core.ingest.encoder_inputs import text_inputs
 from mmrag_core.storage.items import Item, item_id, items_to_table
 from mmrag_core.eval.bm25_baseline import PageBM25, doc_name, page_id, page_texts, tokenize
+from mmrag_core.eval.retrieval import METRICS, SYSTEMS, Evaluation, available_systems, evaluate
+from mmrag_core.eval.metrics import (
+    dedup, hits_ranking, ndcg_at_k, percentile_ms, recall_at_k, reciprocal_rank, score_rankings,
+)
+from mmrag_core.eval.data import load_qrels, load_queries, qrels_level
+from mmrag_core.eval.report import markdown_table, plot_recall, write_json
 from mmrag_core.storage.records import build_record, read_record, write_record
+from mmrag_core.config.sections import QuerySettings
 from mmrag_core.query.engine import QueryEngine
 from mmrag_core.snapshot.open import open_snapshot
 from mmrag_core.storage.store import Store
@@ -36,62 +42,62 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def test_recall_at_k() -> None:
     ranking = ["a", "x", "b", "y", "c"]
-    assert ev.recall_at_k(ranking, {"a", "b", "c", "d"}, 1) == 0.25
-    assert ev.recall_at_k(ranking, {"a", "b", "c", "d"}, 3) == 0.5
-    assert ev.recall_at_k(ranking, {"a", "b", "c", "d"}, 10) == 0.75
-    assert ev.recall_at_k(ranking, {"z"}, 10) == 0.0  # nothing relevant found
-    assert ev.recall_at_k([], {"a"}, 10) == 0.0
-    assert ev.recall_at_k(ranking, set(), 10) == 0.0
+    assert recall_at_k(ranking, {"a", "b", "c", "d"}, 1) == 0.25
+    assert recall_at_k(ranking, {"a", "b", "c", "d"}, 3) == 0.5
+    assert recall_at_k(ranking, {"a", "b", "c", "d"}, 10) == 0.75
+    assert recall_at_k(ranking, {"z"}, 10) == 0.0  # nothing relevant found
+    assert recall_at_k([], {"a"}, 10) == 0.0
+    assert recall_at_k(ranking, set(), 10) == 0.0
 
 
 def test_reciprocal_rank() -> None:
-    assert ev.reciprocal_rank(["x", "a", "b"], {"a", "b"}) == 0.5
-    assert ev.reciprocal_rank(["a"], {"a"}) == 1.0
-    assert ev.reciprocal_rank(["x", "y"], {"a"}) == 0.0
-    assert ev.reciprocal_rank([f"x{i}" for i in range(10)] + ["a"], {"a"}, k=10) == 0.0  # rank 11 is past @10
-    assert ev.reciprocal_rank([f"x{i}" for i in range(9)] + ["a"], {"a"}, k=10) == 0.1
+    assert reciprocal_rank(["x", "a", "b"], {"a", "b"}) == 0.5
+    assert reciprocal_rank(["a"], {"a"}) == 1.0
+    assert reciprocal_rank(["x", "y"], {"a"}) == 0.0
+    assert reciprocal_rank([f"x{i}" for i in range(10)] + ["a"], {"a"}, k=10) == 0.0  # rank 11 is past @10
+    assert reciprocal_rank([f"x{i}" for i in range(9)] + ["a"], {"a"}, k=10) == 0.1
 
 
 def test_ndcg_graded() -> None:
     grades = {"a": 2.0, "b": 1.0, "c": 3.0}
     # DCG = 2/log2(2) + 0 + 1/log2(4) = 2.5; ideal = 3/1 + 2/log2(3) + 1/2
     want = 2.5 / (3 + 2 / math.log2(3) + 0.5)
-    assert ev.ndcg_at_k(["a", "x", "b"], grades, 3) == pytest.approx(want)
-    assert ev.ndcg_at_k(["c", "a", "b"], grades, 3) == pytest.approx(1.0)
+    assert ndcg_at_k(["a", "x", "b"], grades, 3) == pytest.approx(want)
+    assert ndcg_at_k(["c", "a", "b"], grades, 3) == pytest.approx(1.0)
     # @1: only the top counts, the ideal is the best grade alone
-    assert ev.ndcg_at_k(["a", "c"], grades, 1) == pytest.approx(2 / 3)
-    assert ev.ndcg_at_k(["x", "y"], grades, 5) == 0.0
-    assert ev.ndcg_at_k(["a"], {}, 5) == 0.0
+    assert ndcg_at_k(["a", "c"], grades, 1) == pytest.approx(2 / 3)
+    assert ndcg_at_k(["x", "y"], grades, 5) == 0.0
+    assert ndcg_at_k(["a"], {}, 5) == 0.0
     # binary relevance, two relevant, found at ranks 2 and 3
-    assert ev.ndcg_at_k(["x", "a", "b"], {"a": 1, "b": 1}, 5) == pytest.approx(
+    assert ndcg_at_k(["x", "a", "b"], {"a": 1, "b": 1}, 5) == pytest.approx(
         (1 / math.log2(3) + 1 / math.log2(4)) / (1 + 1 / math.log2(3)))
 
 
 def test_score_rankings_averages_over_judged_queries() -> None:
     qrels = {"q1": {"a": 1.0}, "q2": {"b": 1.0, "c": 1.0}, "q3": {"z": 1.0}}
     rankings = {"q1": ["a", "x"], "q2": ["x", "b"]}  # q3 has no ranking: counts as all misses
-    metrics, curve = ev.score_rankings(rankings, qrels, max_k=3)
+    metrics, curve = score_rankings(rankings, qrels, max_k=3)
     assert metrics["recall@1"] == pytest.approx(1 / 3)
     assert metrics["recall@5"] == pytest.approx((1 + 0.5 + 0) / 3)
     assert metrics["mrr@10"] == pytest.approx((1 + 0.5 + 0) / 3)
     assert curve == pytest.approx([1 / 3, 0.5, 0.5])
     with pytest.raises(ValueError, match="no query"):
-        ev.score_rankings({}, {})
+        score_rankings({}, {})
 
 
 def test_percentiles() -> None:
-    assert ev.percentile_ms([0.001, 0.002, 0.003, 0.004], 50) == pytest.approx(2.5)
-    assert ev.percentile_ms([0.001, 0.002, 0.003, 0.004], 99) == pytest.approx(3.97)
-    assert math.isnan(ev.percentile_ms([], 50))
+    assert percentile_ms([0.001, 0.002, 0.003, 0.004], 50) == pytest.approx(2.5)
+    assert percentile_ms([0.001, 0.002, 0.003, 0.004], 99) == pytest.approx(3.97)
+    assert math.isnan(percentile_ms([], 50))
 
 
 def test_page_ranking_keeps_first_occurrence() -> None:
     hits = [SimpleNamespace(source_uri=u, page=p) for u, p in [
         ("/c/A.pdf", 3), ("/c/A.pdf", 3), ("s3://b/x/B.pdf", 0), ("/c/A.pdf", 1), ("/c/A.pdf", 3), ("/c/img.png", 0)]]
-    assert ev.hits_ranking(hits) == ["A#p3", "B#p0", "A#p1", "img#p0"]
-    assert ev.hits_ranking(hits, k=2) == ["A#p3", "B#p0"]
-    assert ev.hits_ranking(hits, level="doc") == ["A", "B", "img"]
-    assert ev.dedup(["b", "a", "b", "c", "a"]) == ["b", "a", "c"]
+    assert hits_ranking(hits) == ["A#p3", "B#p0", "A#p1", "img#p0"]
+    assert hits_ranking(hits, k=2) == ["A#p3", "B#p0"]
+    assert hits_ranking(hits, level="doc") == ["A", "B", "img"]
+    assert dedup(["b", "a", "b", "c", "a"]) == ["b", "a", "c"]
 
 
 def test_page_ids() -> None:
@@ -106,33 +112,33 @@ def test_page_ids() -> None:
 def test_load_queries_and_qrels(tmp_path: Path) -> None:
     q = tmp_path / "queries.jsonl"
     q.write_text('{"query_id": "q1", "text": "first?", "answer": "x"}\n\n{"query_id": 2, "text": "second"}\n')
-    assert ev.load_queries(q) == {"q1": "first?", "2": "second"}
+    assert load_queries(q) == {"q1": "first?", "2": "second"}
     r = tmp_path / "qrels.tsv"
     r.write_text("query_id\tcorpus_id\tscore\nq1\tA#p1\t1\nq1\tA#p2\t2\nq2\tB#p0\t0\n")
-    assert ev.load_qrels(r) == {"q1": {"A#p1": 1.0, "A#p2": 2.0}}  # score 0 is not relevant
-    assert ev.qrels_level(ev.load_qrels(r)) == "page"
-    assert ev.qrels_level({"q": {"A": 1.0}}) == "doc"
+    assert load_qrels(r) == {"q1": {"A#p1": 1.0, "A#p2": 2.0}}  # score 0 is not relevant
+    assert qrels_level(load_qrels(r)) == "page"
+    assert qrels_level({"q": {"A": 1.0}}) == "doc"
     with pytest.raises(ValueError, match="mix"):
-        ev.qrels_level({"q": {"A": 1.0, "A#p1": 1.0}})
+        qrels_level({"q": {"A": 1.0, "A#p1": 1.0}})
 
 
 def test_load_errors_name_the_line(tmp_path: Path) -> None:
     q = tmp_path / "q.jsonl"
     q.write_text('{"query_id": "q1", "text": "ok"}\n{"id": "q2"}\n')
     with pytest.raises(ValueError, match=r"q.jsonl:2"):
-        ev.load_queries(q)
+        load_queries(q)
     r = tmp_path / "r.tsv"
     r.write_text("query_id\tcorpus_id\tscore\nq1 A#p1 1\n")
     with pytest.raises(ValueError, match=r"r.tsv:2"):
-        ev.load_qrels(r)
+        load_qrels(r)
 
 
 def test_financebench_files_load(test_data: Path) -> None:
     root = test_data / "financebench-dev"
     if not (root / "qrels.tsv").is_file():
         pytest.skip("financebench-dev not in the test data")
-    queries, qrels = ev.load_queries(root / "queries.jsonl"), ev.load_qrels(root / "qrels.tsv")
-    assert set(qrels) <= set(queries) and ev.qrels_level(qrels) == "page"
+    queries, qrels = load_queries(root / "queries.jsonl"), load_qrels(root / "qrels.tsv")
+    assert set(qrels) <= set(queries) and qrels_level(qrels) == "page"
 
 
 # ---------------------------------------------------------------- BM25
@@ -236,21 +242,21 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         (base / "qrels.tsv").write_text(QRELS)
         snapshot = open_snapshot(store)
         yield {"base": base, "store": base / "store", "snapshot": snapshot,
-               "engine": QueryEngine(snapshot, search_depth=50)}  # shallower than eval searches
+               "engine": QueryEngine(snapshot, QuerySettings(search_depth=50))}  # shallower than eval searches
     finally:
         mp.undo()
 
 
 @pytest.fixture(scope="module")
-def result(built: dict) -> ev.Evaluation:
+def result(built: dict) -> Evaluation:
     base = built["base"]
-    return ev.evaluate(built["engine"], ev.load_queries(base / "queries.jsonl"), ev.load_qrels(base / "qrels.tsv"))
+    return evaluate(built["engine"], load_queries(base / "queries.jsonl"), load_qrels(base / "qrels.tsv"))
 
 
-def test_evaluate_end_to_end(built: dict, result: ev.Evaluation) -> None:
-    assert [r["system"] for r in result.rows] == list(ev.SYSTEMS)
-    assert ev.SYSTEMS == ("bm25", "text", "image", "lexical", "outline", "hybrid", "routed", "late", "early", "cascade",
-                          "default")
+def test_evaluate_end_to_end(built: dict, result: Evaluation) -> None:
+    assert [r["system"] for r in result.rows] == list(SYSTEMS)
+    assert SYSTEMS == ("bm25", "text", "image", "lexical", "outline", "hybrid", "routed", "late", "early", "cascade",
+                       "default")
     assert result.level == "page" and result.queries == 3 and result.snapshot == built["snapshot"].id
     assert any("no relevant judgement" in n for n in result.notes)
     rows = {r["system"]: r for r in result.rows}
@@ -277,49 +283,49 @@ def test_evaluate_end_to_end(built: dict, result: ev.Evaluation) -> None:
     assert all(result.curves[s] == sorted(result.curves[s]) for s in result.curves)  # recall@k never drops
 
 
-def test_rows_json_schema(result: ev.Evaluation, tmp_path: Path) -> None:
+def test_rows_json_schema(result: Evaluation, tmp_path: Path) -> None:
     path = tmp_path / "eval.json"
-    ev.write_json(result, path)
+    write_json(result, path)
     data = json.loads(path.read_text())
-    assert [r["system"] for r in data["rows"]] == list(ev.SYSTEMS)
+    assert [r["system"] for r in data["rows"]] == list(SYSTEMS)
     for row in data["rows"]:
         assert set(row) == {"system", "recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@5", "ndcg@10",
                             "latency_p50_ms", "latency_p99_ms"}
-        assert row["system"] in ev.SYSTEMS
-        for key in ev.METRICS[:6]:
+        assert row["system"] in SYSTEMS
+        for key in METRICS[:6]:
             assert isinstance(row[key], float) and 0.0 <= row[key] <= 1.0
         assert 0.0 <= row["latency_p50_ms"] <= row["latency_p99_ms"]
     assert data["level"] == "page" and data["queries"] == 3
 
 
-def test_plot_is_a_png(result: ev.Evaluation, tmp_path: Path) -> None:
+def test_plot_is_a_png(result: Evaluation, tmp_path: Path) -> None:
     path = tmp_path / "recall.png"
-    ev.plot_recall(result, path)
+    plot_recall(result, path)
     assert path.read_bytes()[:8] == PNG_MAGIC and path.stat().st_size > 1000
 
 
-def test_markdown_table(result: ev.Evaluation) -> None:
-    lines = ev.markdown_table(result.rows).splitlines()
+def test_markdown_table(result: Evaluation) -> None:
+    lines = markdown_table(result.rows).splitlines()
     assert lines[0] == "| system | R@1 | R@5 | R@10 | MRR@10 | nDCG@5 | nDCG@10 | p50 ms | p99 ms |"
     assert lines[1].startswith("|---|---:")
-    assert [ln.split("|")[1].strip() for ln in lines[2:]] == list(ev.SYSTEMS)
+    assert [ln.split("|")[1].strip() for ln in lines[2:]] == list(SYSTEMS)
 
 
 def test_evaluate_selected_systems_and_errors(built: dict) -> None:
     engine = built["engine"]
     queries = {"storm": "storm damage closed the bridge"}
     qrels = {"storm": {"report#p2": 1.0}}
-    res = ev.evaluate(engine, queries, qrels, systems=["text", "bm25"])
+    res = evaluate(engine, queries, qrels, systems=["text", "bm25"])
     assert [r["system"] for r in res.rows] == ["text", "bm25"]
     assert res.rows[0]["recall@1"] == 1.0
     # document-level qrels rank distinct documents
-    doc = ev.evaluate(engine, queries, {"storm": {"report": 1.0}}, systems=["text"])
+    doc = evaluate(engine, queries, {"storm": {"report": 1.0}}, systems=["text"])
     assert doc.level == "doc" and doc.rankings["text"]["storm"][0] == "report"
     assert doc.rankings["text"]["storm"] == ["report", "notes"]  # the image file is not in the text space
     with pytest.raises(ValueError, match="unknown system"):
-        ev.evaluate(engine, queries, qrels, systems=["colbert"])
+        evaluate(engine, queries, qrels, systems=["colbert"])
     with pytest.raises(ValueError, match="no query"):
-        ev.evaluate(engine, {"other": "x"}, qrels, systems=["text"])
+        evaluate(engine, {"other": "x"}, qrels, systems=["text"])
 
 
 def test_image_system_needs_an_image_space(built: dict) -> None:
@@ -328,15 +334,15 @@ def test_image_system_needs_an_image_space(built: dict) -> None:
     snap = built["snapshot"]
     text_only = dataclasses.replace(snap, indexes={"text": snap.indexes["text"]})
     engine = QueryEngine(text_only)
-    assert ev.available_systems(engine) == ["bm25", "text", "lexical", "outline", "hybrid", "routed", "late",
-                                            "default"]
+    assert available_systems(engine) == ["bm25", "text", "lexical", "outline", "hybrid", "routed", "late",
+                                         "default"]
     no_lexical = QueryEngine(dataclasses.replace(text_only, lexical=None))
-    assert ev.available_systems(no_lexical) == ["bm25", "text", "outline", "late", "default"]
+    assert available_systems(no_lexical) == ["bm25", "text", "outline", "late", "default"]
     with pytest.raises(ValueError, match="need a lexical index"):
-        ev.evaluate(no_lexical, {"q": "bridge"}, {"q": {"report#p2": 1.0}}, systems=["hybrid"])
+        evaluate(no_lexical, {"q": "bridge"}, {"q": {"report#p2": 1.0}}, systems=["hybrid"])
     for system in ("image", "early", "cascade"):
         with pytest.raises(ValueError, match=f"system '{system}' cannot run: the snapshot has no image space"):
-            ev.evaluate(engine, {"q": "bridge"}, {"q": {"report#p2": 1.0}}, systems=[system])
+            evaluate(engine, {"q": "bridge"}, {"q": {"report#p2": 1.0}}, systems=[system])
 
 
 def test_cli_eval(built: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

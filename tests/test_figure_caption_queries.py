@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mmrag_core.eval.evaluation import load_qrels, load_queries, qrels_level
+from mmrag_core.eval.data import load_qrels, load_queries, qrels_level
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "figure_caption_queries.py"
 

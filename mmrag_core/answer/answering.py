@@ -9,7 +9,7 @@ from pathlib import Path
 
 from mmrag_core.answer.citations import invalid_citations, parse_citations
 from mmrag_core.config import Settings
-from mmrag_core.answer.generation import Generator
+from mmrag_core.answer.generators import Generator
 from mmrag_core.answer.prompting import Source, build_prompt, sources_from_hits
 
 NO_SOURCES_ANSWER = "No indexed content matches the question, so there is nothing to answer from."

@@ -16,10 +16,11 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 
 import numpy as np
 import pyarrow as pa
+
+from mmrag_core.storage.names import file_stem
 
 _TOKEN = re.compile(r"\w+")
 PAGE_TEXT_KINDS: tuple[str, ...] = ("chunk", "image")
@@ -32,7 +33,7 @@ def tokenize(text: str) -> list[str]:
 
 def doc_name(source_uri: str) -> str:
     """A document's name: its file name without the extension (``/a/3M_2018_10K.pdf`` -> ``3M_2018_10K``)."""
-    return PurePosixPath(source_uri.rstrip("/")).stem
+    return file_stem(source_uri)
 
 
 def page_id(source_uri: str, page: int) -> str:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from mmrag_core.answer.answering import Answer, answer_from_sources
 from mmrag_core.config import Settings
-from mmrag_core.answer.generation import Generator, make_generator
+from mmrag_core.answer.generators import Generator, make_generator
 from mmrag_core.service.snapshot_holder import SnapshotHolder
 
 
@@ -27,11 +27,16 @@ class AnswerRequest(BaseModel):
     stream: bool = Field(False, description="Stream server-sent events: 'token' pieces, then 'answer' (or 'error').")
 
 
+def settings_generator(settings: Settings) -> Generator:
+    """The generator the ``answer`` settings select, a local model on ``settings.models.device``."""
+    return make_generator(settings.answer, settings.models.device)
+
+
 class Answerer:
     """The service's generator and the lock that makes it answer one question at a time."""
 
     def __init__(self, holder: SnapshotHolder, settings: Settings,
-                 make: Callable[[Settings], Generator] = make_generator) -> None:
+                 make: Callable[[Settings], Generator] = settings_generator) -> None:
         self.holder, self.settings, self._make = holder, settings, make
         self._generator: Generator | None = None
         self._lock = threading.Lock()
