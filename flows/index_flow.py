@@ -6,7 +6,7 @@ each run publishes its progress, a summary and its failures as Prefect artifacts
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import ray
@@ -14,7 +14,7 @@ from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.params import SettingsOverrides, run_settings
-from mmrag_core.snapshot.changes import pending_work
+from mmrag_core.snapshot.changes import PendingWork, pending_work
 from mmrag_core.config import Settings
 from mmrag_core.ingest.record_keys import config_key, record_key
 from mmrag_core.storage.lock import store_lock
@@ -75,73 +75,127 @@ def run_index(source: str, settings: Settings, retrain: bool = False) -> dict:
 
 
 def _run_index_locked(source: str, settings: Settings, store: Store, retrain: bool) -> dict:
+    """The run's steps, in order: discover and compare with LATEST, process the new documents, publish."""
     log = get_run_logger()
+    work, seconds_discover = _discover(source, settings, store, retrain, log)
+    if work.up_to_date:
+        log.info("nothing changed since snapshot %s; LATEST stays", work.parent["id"])
+        return {"published": False, "snapshot": work.parent["id"], "manifest": work.parent,
+                "changes": work.changes.counts(), "seconds_discover": round(seconds_discover, 3)}
+    done = _process_candidates(work, settings, store, log)
+    stats = _run_stats(work, done, seconds_discover)
+    manifest = _publish(work, done, settings, source, stats, log)
+    return {"published": True, "snapshot": manifest["id"], "manifest": manifest, "changes": work.changes.counts()}
+
+
+def _discover(source: str, settings: Settings, store: Store, retrain: bool, log: Any) -> tuple[PendingWork, float]:
+    """List ``source`` and compare it with LATEST; returns the pending work and the seconds it took."""
     t_start = time.perf_counter()
     found = discover_source(source, settings)
     log.info("discovered %d documents (%d refused, %d duplicate copies) in %s",
              len(found.docs), len(found.failures), len(found.duplicates), source)
     work = pending_work(found, store, settings, retrain)
-    parent, changes, fresh, candidates = work.parent, work.changes, work.fresh, work.candidates
-    log.info("since the last snapshot: %s%s", ", ".join(f"{n} {k}" for k, n in changes.counts().items()),
-             f"; full rebuild: {fresh}" if fresh else "")
-    seconds_discover = time.perf_counter() - t_start
+    log.info("since the last snapshot: %s%s", ", ".join(f"{n} {k}" for k, n in work.changes.counts().items()),
+             f"; full rebuild: {work.rebuild_reason}" if work.rebuild_reason else "")
+    return work, time.perf_counter() - t_start
 
-    if work.up_to_date:
-        log.info("nothing changed since snapshot %s; LATEST stays", parent["id"])
-        return {"published": False, "snapshot": parent["id"], "manifest": parent, "changes": changes.counts(),
-                "seconds_discover": round(seconds_discover, 3)}
 
+@dataclass
+class Processed:
+    """What the extract-and-embed step did; with no candidate documents, LATEST's models and record key."""
+
+    models: dict
+    key: str
+    rebuild_reason: str | None  # why the run rebuilds everything, possibly found once the models were loaded
+    processed: int
+    reused: int
+    total: BatchSummary
+    seconds_start: float
+    seconds_processing: float
+
+
+def _process_candidates(work: PendingWork, settings: Settings, store: Store, log: Any) -> Processed:
+    """Start Ray and the encoders, decide which candidates need processing (all of them when the model
+    weights changed), extract, embed and persist those, and stop the encoders."""
+    parent = work.parent
     models, key = (parent["models"], parent["record_key"]) if parent else ({}, "")
-    total, todo, reused, seconds_start = BatchSummary(), [], 0, 0.0
     t_proc = time.perf_counter()
-    if candidates:
-        ensure_ray(settings)
-        encoders = start_encoders(settings)
-        models = {space: ray.get(actor.describe.remote()) for space, actor in encoders.items()}
-        seconds_start = time.perf_counter() - t_proc
-        log.info("Ray and the encoders ready in %.1f s", seconds_start)
-        if "image" not in models:
-            models["image"] = {"skipped": "CLIP disabled by configuration (MMRAG_CLIP_MODEL=off)"}
-        image_live = "skipped" not in models["image"]
-        if not image_live:
-            log.warning("image space SKIPPED: %s", models["image"]["skipped"])
-        key = record_key(models, settings)
-        if parent and not fresh and key != parent.get("record_key"):
-            fresh, candidates = "model weights changed since the last snapshot", found.docs
-            log.info("full rebuild: %s", fresh)
-        todo = [d for d in candidates if stored_record_key(store, d.sha256) != key]
-        reused = len(candidates) - len(todo)
-        log.info("%d documents to process, %d reused from earlier (possibly interrupted) runs", len(todo), reused)
-        total = _process(todo, settings, encoders, key, image_live, log)
-        for actor in encoders.values():
-            ray.kill(actor)
+    if not work.candidates:
+        return Processed(models, key, work.rebuild_reason, 0, 0, BatchSummary(), 0.0, time.perf_counter() - t_proc)
+    ensure_ray(settings)
+    encoders = start_encoders(settings)
+    models = _encoder_models(encoders)
+    seconds_start = time.perf_counter() - t_proc
+    log.info("Ray and the encoders ready in %.1f s", seconds_start)
+    image_live = "skipped" not in models["image"]
+    if not image_live:
+        log.warning("image space SKIPPED: %s", models["image"]["skipped"])
+    key = record_key(models, settings)
+    rebuild_reason, candidates = _candidates(work, key, log)
+    todo = [d for d in candidates if stored_record_key(store, d.sha256) != key]
+    reused = len(candidates) - len(todo)
+    log.info("%d documents to process, %d reused from earlier (possibly interrupted) runs", len(todo), reused)
+    total = _process(todo, settings, encoders, key, image_live, log)
+    for actor in encoders.values():
+        ray.kill(actor)
+    return Processed(models, key, rebuild_reason, len(todo), reused, total, seconds_start, time.perf_counter() - t_proc)
 
-    stats = {
-        "documents_discovered": len(found.docs),
-        "changes": changes.counts(),
-        "removed": changes.removed,
-        "full_rebuild": fresh,
-        "documents_processed": len(todo),
-        "documents_reused": reused,
-        "duplicates": found.duplicates,
+
+def _encoder_models(encoders: dict[str, Any]) -> dict[str, dict]:
+    """What each started encoder says it is; the image space marked skipped when CLIP is disabled."""
+    models = {space: ray.get(actor.describe.remote()) for space, actor in encoders.items()}
+    if "image" not in models:
+        models["image"] = {"skipped": "CLIP disabled by configuration (MMRAG_CLIP_MODEL=off)"}
+    return models
+
+
+def _candidates(work: PendingWork, key: str, log: Any) -> tuple[str | None, list[DocRef]]:
+    """The run's full-rebuild reason and the documents to consider: every document when the loaded models'
+    record key differs from LATEST's (new weights under the same names), else the pending candidates."""
+    parent, reason = work.parent, work.rebuild_reason
+    if parent and not reason and key != parent.get("record_key"):
+        reason = "model weights changed since the last snapshot"
+        log.info("full rebuild: %s", reason)
+        return reason, work.found.docs
+    return reason, work.candidates
+
+
+def _run_stats(work: PendingWork, done: Processed, seconds_discover: float) -> dict[str, Any]:
+    """The run's statistics, as the manifest keeps them."""
+    total = done.total
+    return {
+        "documents_discovered": len(work.found.docs),
+        "changes": work.changes.counts(),
+        "removed": work.changes.removed,
+        "full_rebuild": done.rebuild_reason,
+        "documents_processed": done.processed,
+        "documents_reused": done.reused,
+        "duplicates": work.found.duplicates,
         "pages_processed": total.pages,
         "ocr_pages": total.ocr_pages,
         "items_processed": total.items,
         "seconds_discover": round(seconds_discover, 3),
-        "seconds_processing": round(time.perf_counter() - t_proc, 3),
-        "seconds_start_workers": round(seconds_start, 3),
+        "seconds_processing": round(done.seconds_processing, 3),
+        "seconds_start_workers": round(done.seconds_start, 3),
         "seconds_extract_tasks": round(total.seconds_extract, 3),
         "seconds_ocr": round(total.seconds_ocr, 3),
         "seconds_embed_calls": round(total.seconds_embed, 3),
         "captions": total.captions,
         "seconds_caption_calls": round(total.seconds_caption, 3),
     }
-    request = IndexRequest(found.docs, found.failures, models, key, config_key(settings), source, stats, bool(fresh))
-    manifest = index_snapshot.with_options(**retry_options(settings))(settings, request, parent)
+
+
+def _publish(work: PendingWork, done: Processed, settings: Settings, source: str, stats: dict[str, Any],
+             log: Any) -> dict:
+    """Encode the new records into shards, tombstone what left, publish the snapshot; returns its manifest."""
+    found = work.found
+    request = IndexRequest(found.docs, found.failures, done.models, done.key, config_key(settings), source, stats,
+                           bool(done.rebuild_reason))
+    manifest = index_snapshot.with_options(**retry_options(settings))(settings, request, work.parent)
     log.info("published snapshot %s: %d items from %d documents, %d failures, %d tombstones",
              manifest["id"], manifest["counts"]["items"], manifest["counts"]["documents"],
              manifest["counts"]["failures"], manifest["tombstones"])
-    return {"published": True, "snapshot": manifest["id"], "manifest": manifest, "changes": changes.counts()}
+    return manifest
 
 
 def _process(todo: list[DocRef], settings: Settings, encoders: dict, key: str, image_live: bool,

@@ -13,15 +13,16 @@ from PIL import Image
 import mmrag_core.ingest.extract.common as extract_common
 from mmrag_core.ingest.extract.chunking import whitespace_token_counter
 from mmrag_core.config import Settings
-from mmrag_core.ingest.extract import ExtractResult, extract_document
+from mmrag_core.ingest.extract import ExtractResult
 from mmrag_core.storage.items import Item, item_id
 from mmrag_core.ingest.extract.ocr import OcrResult, OcrUnavailable
+from tests.extraction import extract_as_run
 
 SHA = "ab" * 32
 
 
 def extract(path: Path, **settings: Any) -> ExtractResult:
-    return extract_document(path, f"file://{path}", SHA, Settings(**settings), whitespace_token_counter)
+    return extract_as_run(path, f"file://{path}", SHA, Settings(**settings), whitespace_token_counter)
 
 
 def of_kind(result: ExtractResult, kind: str) -> list[Item]:
