@@ -17,6 +17,7 @@ from mmrag_core.ingest.encoder_inputs import caption_inputs, image_inputs, set_c
 from mmrag_core.storage.faults import crash_point
 from mmrag_core.index.build import ShardJob, run_shard_job
 from mmrag_core.storage.items import Failure
+from mmrag_core.storage.manifest import Manifest
 from mmrag_core.storage.records import build_record, write_record
 from mmrag_core.snapshot.publish import Encoder, IndexRequest, compact_and_publish, index_and_publish
 from mmrag_core.ingest.sources import Discovery, DocRef
@@ -137,11 +138,15 @@ def ray_encoder(settings: Settings) -> Encoder:
 
 @task(name="index-and-publish", cache_policy=NO_CACHE)
 def index_snapshot(settings: Settings, request: IndexRequest, parent: dict | None) -> dict:
-    """Encode the new documents into shards (on Ray), tombstone what left, compact if due, publish."""
-    return index_and_publish(open_store(settings), request, parent, settings, ray_encoder(settings))
+    """Encode the new documents into shards (on Ray), tombstone what left, compact if due, publish. The flow
+    holds manifests as JSON documents (its run report is JSON): ``parent`` and the result are ones."""
+    manifest = index_and_publish(open_store(settings), request, Manifest.of(parent) if parent else None, settings,
+                                 ray_encoder(settings))
+    return manifest.to_json()
 
 
 @task(name="compact", cache_policy=NO_CACHE)
 def compact_snapshot(settings: Settings, parent: dict) -> dict:
-    """Rewrite every space of ``parent`` as one shard without its tombstones and publish that."""
-    return compact_and_publish(open_store(settings), parent, settings)
+    """Rewrite every space of ``parent`` as one shard without its tombstones and publish that (JSON documents
+    in and out, as in :func:`index_snapshot`)."""
+    return compact_and_publish(open_store(settings), Manifest.of(parent), settings).to_json()

@@ -40,7 +40,7 @@ def visible_content(store: Store) -> dict:
         queries /= np.linalg.norm(queries, axis=1, keepdims=True)
         scores, ids = index.search(queries, 20)
         results[space] = (ids.tolist(), np.round(np.clip(scores, -1e6, 1e6), 5).tolist())  # -FLT_MAX pads
-    m = snap.manifest
+    m = snap.manifest.to_json()
     return {"items": snap.items.sort_by("id").to_pylist(), "results": results, "counts": m["counts"],
             "next_id": m["next_id"], "tombstones": m["tombstones"],
             "failures": sorted(json.dumps(f, sort_keys=True) for f in m["failures"]),

@@ -5,7 +5,7 @@ from mmrag_core.config import Settings
 from mmrag_core.storage.items import Failure
 from mmrag_core.storage.records import DocRecord, write_record
 from mmrag_core.snapshot.publish import IndexRequest, index_and_publish
-from mmrag_core.snapshot.open import read_latest_manifest
+from mmrag_core.snapshot.open import latest_manifest
 from mmrag_core.ingest.sources import DocRef
 from mmrag_core.storage.store import Store
 
@@ -13,14 +13,15 @@ from mmrag_core.storage.store import Store
 def publish_records(store: Store, records: list[DocRecord], models: dict, source: str = "/corpus",
                     settings: Settings | None = None, failures: list[Failure] | None = None,
                     stats: dict | None = None, fresh: bool = False) -> dict:
-    """Store ``records`` and publish them as the store's next snapshot (incremental against LATEST)."""
+    """Store ``records`` and publish them as the store's next snapshot (incremental against LATEST); returns
+    the manifest as written (its JSON document), which the tests check key by key."""
     for r in records:
         write_record(store, r)
-    parent = read_latest_manifest(store)
+    parent = latest_manifest(store)
     docs = [DocRef(r.source_uri, 0, r.doc_sha256) for r in records]
     request = IndexRequest(docs, list(failures or []), models, "test-record-key", "test-config-key", source,
                            stats or {}, fresh or parent is None)
-    return index_and_publish(store, request, parent, settings or Settings(store=store.uri))
+    return index_and_publish(store, request, parent, settings or Settings(store=store.uri)).to_json()
 
 
 def publish_minilm_docs(store: Store, docs: list[tuple[str, str, list]]) -> None:

@@ -11,6 +11,7 @@ from mmrag_core.index import build as indexing
 from mmrag_core.snapshot import publish as publishing
 from mmrag_core.config import Settings
 from mmrag_core.snapshot.publish import compact_and_publish
+from mmrag_core.storage.manifest import Manifest
 from mmrag_core.snapshot.open import Snapshot, open_snapshot, read_table
 from mmrag_core.storage.store import Store
 from tests.synthetic_docs import (  # noqa: F401 - fixtures
@@ -46,7 +47,7 @@ def returned_ids(snapshot: Snapshot, docs: list[SyntheticDoc], k: int) -> set[in
 
 def catalog_uris(store: Store, manifest: dict) -> dict[str, str]:
     """sha256 -> uri of the snapshot's catalog."""
-    catalog = read_table(store, manifest, "catalog.parquet")
+    catalog = read_table(store, Manifest.of(manifest), "catalog.parquet")
     return dict(zip(catalog.column("sha256").to_pylist(), catalog.column("uri").to_pylist()))
 
 
@@ -159,7 +160,7 @@ def test_explicit_compaction_keeps_the_results(store: Store) -> None:
     publish_docs(store, [a, b, c], settings)
     parent = publish_docs(store, [make_doc("a.pdf", version=1), c, d], settings)
     assert parent["tombstones"] and len(parent["spaces"]["text"]["shards"]) == 2
-    compacted = compact_and_publish(store, parent, settings)
+    compacted = compact_and_publish(store, Manifest.of(parent), settings).to_json()
     assert compacted["parent"] == parent["id"] and compacted["compacted"] == {"text": "requested", "image": "requested"}
     assert compacted["tombstones"] == 0 and all(len(m["shards"]) == 1 for m in compacted["spaces"].values())
     assert compacted["counts"] == parent["counts"] and compacted["next_id"] == parent["next_id"]
@@ -185,7 +186,7 @@ def test_ivf_pq_shards_merge_into_a_single_build(local_store: Store) -> None:
     changed = make_doc("d0.pdf", version=1, n_images=0, text_vectors=vectors[:100][::-1])
     merged = publish_docs(local_store, [changed, *docs[1:]], settings)  # d0 changed, d30 added
     assert len(merged["spaces"]["text"]["shards"]) == 2 and merged["tombstones"] == 100
-    single = compact_and_publish(local_store, merged, settings)
+    single = compact_and_publish(local_store, Manifest.of(merged), settings).to_json()
     rng = np.random.default_rng(9)
     queries = vectors[rng.integers(0, len(vectors), 40)] + 0.05 * rng.standard_normal((40, 16)).astype(np.float32)
     results = [open_snapshot(local_store, m["id"]).indexes["text"].search(queries, 10) for m in (merged, single)]

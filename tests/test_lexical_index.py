@@ -8,6 +8,7 @@ import pytest
 
 from mmrag_core.index.lexical import LEXICAL, index_terms
 from mmrag_core.snapshot.publish import compact_and_publish
+from mmrag_core.storage.manifest import Manifest
 from mmrag_core.snapshot.retention import plan_gc, run_gc
 from mmrag_core.snapshot.open import Snapshot, SnapshotError, open_snapshot, verify
 from mmrag_core.storage.store import Store
@@ -132,8 +133,8 @@ def test_compaction_keeps_only_live_rows(store: Store, how: str) -> None:
     if how == "automatic":  # a's rows are over 20 % of the stored rows
         manifest = publish_docs(store, [a2, b, c], settings_for(store))
     else:
-        manifest = compact_and_publish(store, publish_docs(store, [a2, b, c], settings_for(store, **NO_COMPACTION)),
-                                       settings_for(store))
+        parent = Manifest.of(publish_docs(store, [a2, b, c], settings_for(store, **NO_COMPACTION)))
+        manifest = compact_and_publish(store, parent, settings_for(store)).to_json()
     lex = manifest[LEXICAL]
     assert len(lex["shards"]) == 1 and lex["stored"] == lex["count"] == len(live_terms([a2, b, c]))
     assert lex["tombstoned"] == 0 and lex["compacted"]

@@ -8,6 +8,7 @@ from datetime import datetime
 import pytest
 
 from mmrag_core.snapshot.retention import plan_gc, run_gc
+from mmrag_core.storage.manifest import Manifest
 from mmrag_core.snapshot.open import new_snapshot_id, open_snapshot, read_manifest, read_table, snapshot_key, verify
 from mmrag_core.storage.store import LATEST, MANIFEST, Store, doc_key
 from mmrag_core.index.shard_files import CODEC_MARKER, SHARD_MARKER, codec_dir, shard_dir
@@ -107,7 +108,7 @@ def needed_by(store: Store, manifest: dict) -> set[str]:
     """Every object a snapshot needs: LATEST, its folder, its documents' records, and its codec, shard and
     lexical shard folders (the files its manifest lists and their markers)."""
     keys = {LATEST, snapshot_key(manifest["id"], MANIFEST), *manifest["files"]}
-    keys |= {doc_key(sha) for sha in read_table(store, manifest, "catalog.parquet").column("sha256").to_pylist()}
+    keys |= {doc_key(sha) for sha in read_table(store, Manifest.of(manifest), "catalog.parquet").column("sha256").to_pylist()}
     for meta in manifest["spaces"].values():
         keys.add(f"{codec_dir(meta['codec']['space'], meta['codec']['id'])}/{CODEC_MARKER}")
         keys |= {f"{shard_dir(s['space'], s['id'])}/{SHARD_MARKER}" for s in meta["shards"]}

@@ -322,3 +322,21 @@ def test_failed_write_keeps_the_old_content(local_store: Store, monkeypatch: pyt
             local_store.set_latest("two")
     assert local_store.latest_id() == "one"
     assert os.listdir(local_store.root) == ["LATEST"]
+
+
+@pytest.mark.parametrize("bad", ["../../../../etc", "a/b", "..", "x..y", "/abs", "", "id with space", "é"])
+def test_snapshot_ids_that_could_leave_the_store_are_refused(tmp_path: Path, bad: str) -> None:
+    from mmrag_core.storage.store import InvalidSnapshotId, check_snapshot_id
+
+    store = Store(str(tmp_path))
+    with pytest.raises(InvalidSnapshotId):
+        check_snapshot_id(bad)
+    with pytest.raises(snapshot_mod.SnapshotError, match="invalid snapshot id"):
+        snapshot_mod.load_manifest(store, bad or "\n")
+
+
+def test_a_latest_pointing_outside_the_store_is_refused(tmp_path: Path) -> None:
+    store = Store(str(tmp_path))
+    store.write_bytes("LATEST", b"../../../../etc\n")
+    with pytest.raises(snapshot_mod.SnapshotError, match="invalid snapshot id"):
+        snapshot_mod.open_snapshot(store)

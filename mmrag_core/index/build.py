@@ -9,7 +9,6 @@ Python; the flow runs :func:`run_shard_job` on Ray workers.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -22,12 +21,13 @@ from mmrag_core.config import Settings
 from mmrag_core.storage.records import SPACES, read_record, record_counts, space_vectors
 from mmrag_core.index.shards import encode_shard, merge_shards
 from mmrag_core.ingest.sources import DocRef
+from mmrag_core.storage.manifest import Manifest, SpaceMeta
+from mmrag_core.storage.names import ids_digest, short_id
 from mmrag_core.storage.store import Store
 from mmrag_core.index.shard_files import (
     StoredCodec,
     StoredShard,
     codec_bytes,
-    derived_id,
     load_codec,
     load_shard_marker,
     open_shard,
@@ -83,12 +83,12 @@ def _entry_from_row(row: dict, uri: str | None = None) -> DocEntry:
                     {s: int(row.get(f"vectors_{s}") or 0) for s in SPACES})
 
 
-def plan_index(store: Store, docs: list[DocRef], parent: dict | None, parent_catalog: pa.Table | None,
+def plan_index(store: Store, docs: list[DocRef], parent: Manifest | None, parent_catalog: pa.Table | None,
                fresh: bool) -> IndexPlan:
     """Allocate ids to the documents new since ``parent`` (all of them when ``fresh``); their records must
     be stored already. Documents whose bytes the parent indexed keep their ids (under their current uri)."""
     before = {} if fresh or parent_catalog is None else {r["sha256"]: r for r in parent_catalog.to_pylist()}
-    next_id = int(parent.get("next_id", 0)) if parent else 0
+    next_id = parent.next_id if parent else 0
     current = {d.sha256: d for d in docs}
     allocated: dict[str, DocEntry] = {}
     for sha in sorted(set(current) - set(before)):
@@ -148,10 +148,6 @@ def items_of(store: Store, entries: Iterable[DocEntry]) -> list[pa.Table]:
 # ---- codecs ----------------------------------------------------------------------------------------------
 
 
-def _digest(ids: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(ids, dtype=np.int64).tobytes()).hexdigest()[:16]
-
-
 def train_space_codec(ids: np.ndarray, vectors: np.ndarray, settings: Settings) -> tuple[CodecSpec, object]:
     """Choose a codec for this space's size, train it on a sample, and tune nprobe (and the refine factor)
     on held-out vectors to reach ``settings.target_recall`` recall@10 against exact search."""
@@ -173,17 +169,17 @@ def train_space_codec(ids: np.ndarray, vectors: np.ndarray, settings: Settings) 
     return spec, index
 
 
-def ensure_codec(store: Store, space: str, plan: IndexPlan, parent: dict | None, settings: Settings,
+def ensure_codec(store: Store, space: str, plan: IndexPlan, parent: Manifest | None, settings: Settings,
                  record_key: str) -> StoredCodec | None:
     """The parent's codec for ``space``, or a new one trained on every live vector of the space (when the
     plan is fresh or the space is new). None when the space has no vectors at all."""
-    if not plan.fresh and parent and space in parent.get("spaces", {}):
-        return StoredCodec.from_dict(parent["spaces"][space]["codec"])
+    if not plan.fresh and parent and space in parent.spaces:
+        return StoredCodec.from_dict(parent.spaces[space].codec)
     ids, vectors = gather_vectors(store, plan.entries, space)
     if vectors is None:
         return None
-    codec_id = derived_id("codec", space, record_key, settings.index_factory, settings.memory_budget_bytes_per_vector,
-                          settings.exact_threshold, settings.target_recall, settings.tune_queries, _digest(ids), SEED)
+    codec_id = short_id("codec", space, record_key, settings.index_factory, settings.memory_budget_bytes_per_vector,
+                          settings.exact_threshold, settings.target_recall, settings.tune_queries, ids_digest(ids), SEED)
     existing = load_codec(store, space, codec_id)
     if existing is not None:
         return existing
@@ -222,7 +218,7 @@ def shard_jobs(plan: IndexPlan, space: str, codec: StoredCodec, max_vectors: int
             size = 0
         groups[-1].append(e)
         size += n
-    return [ShardJob(space, derived_id("shard", space, codec.id, [(d.sha256, d.id_start) for d in g]), codec, g)
+    return [ShardJob(space, short_id("shard", space, codec.id, [(d.sha256, d.id_start) for d in g]), codec, g)
             for g in groups]
 
 
@@ -245,7 +241,7 @@ def combine_shards(store: Store, codec: StoredCodec, parts: list[StoredShard], d
     if len(parts) == 1 and drop is None:
         return parts[0]
     space = codec.space
-    shard_id = derived_id(purpose, space, codec.id, [p.id for p in parts], _digest(drop) if drop is not None else "")
+    shard_id = short_id(purpose, space, codec.id, [p.id for p in parts], ids_digest(drop) if drop is not None else "")
     done = load_shard_marker(store, space, shard_id)
     if done is not None:
         return done
@@ -292,19 +288,18 @@ class SpaceState:
             return f"grew {self.live / trained:.1f}x since the codec was trained on {trained} vectors"
         return None
 
-    def to_manifest(self, settings: Settings) -> dict:
+    def to_manifest(self, settings: Settings) -> SpaceMeta:
         spec = self.codec.spec
         reason = self.retrain_reason(settings)
-        return {"codec": self.codec.to_dict(), "shards": [s.to_dict() for s in self.shards],
-                "dim": self.codec.dim, "metric": spec.metric, "index_type": spec.factory,
-                "count": self.live, "stored": self.stored, "tombstoned": self.stored - self.live,
-                "nprobe": spec.nprobe, "k_factor": spec.k_factor, "recall_at_10": spec.recall,
-                "retrain_recommended": reason is not None, "retrain_reason": reason}
+        return SpaceMeta(codec=self.codec.to_dict(), shards=[s.to_dict() for s in self.shards],
+                         dim=self.codec.dim, metric=spec.metric, index_type=spec.factory,
+                         count=self.live, stored=self.stored, tombstoned=self.stored - self.live,
+                         nprobe=spec.nprobe, k_factor=spec.k_factor, recall_at_10=spec.recall,
+                         retrain_recommended=reason is not None, retrain_reason=reason)
 
 
-def space_state_from_manifest(meta: dict) -> SpaceState:
-    return SpaceState(StoredCodec.from_dict(meta["codec"]), [StoredShard.from_dict(s) for s in meta["shards"]],
-                      int(meta["count"]))
+def space_state_from_manifest(meta: SpaceMeta) -> SpaceState:
+    return SpaceState(StoredCodec.from_dict(meta.codec), [StoredShard.from_dict(s) for s in meta.shards], meta.count)
 
 
 def compact_spaces(store: Store, spaces: dict[str, SpaceState], tombstones: np.ndarray) -> dict[str, SpaceState]:
@@ -316,17 +311,17 @@ def compact_spaces(store: Store, spaces: dict[str, SpaceState], tombstones: np.n
     return out
 
 
-def build_spaces(store: Store, plan: IndexPlan, parent: dict | None, settings: Settings, record_key: str,
+def build_spaces(store: Store, plan: IndexPlan, parent: Manifest | None, settings: Settings, record_key: str,
                  encode: Callable[[list[ShardJob]], list[StoredShard]]) -> dict[str, SpaceState]:
     """Codec, shards and live count of every space after this run. ``encode`` runs shard jobs (in
     parallel on Ray in the flow, in a loop in tests); the run's new shards are merged into one."""
-    parent_spaces = (parent or {}).get("spaces", {}) if not plan.fresh else {}
+    parent_spaces = parent.spaces if parent and not plan.fresh else {}
     states = {}
     for space in SPACES:
         codec = ensure_codec(store, space, plan, parent, settings, record_key)
         if codec is None:
             continue
-        shards = [StoredShard.from_dict(s) for s in parent_spaces.get(space, {}).get("shards", [])]
+        shards = [StoredShard.from_dict(s) for s in parent_spaces[space].shards] if space in parent_spaces else []
         jobs = shard_jobs(plan if space in parent_spaces else _all_new(plan), space, codec, settings.shard_max_vectors)
         if jobs:
             shards.append(combine_shards(store, codec, encode(jobs)))

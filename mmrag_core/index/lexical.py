@@ -43,6 +43,8 @@ import pyarrow.parquet as pq
 
 from mmrag_core.config import Settings
 from mmrag_core.storage.items import indexed_text
+from mmrag_core.storage.manifest import LexicalMeta, Manifest
+from mmrag_core.storage.names import ids_digest, short_id
 from mmrag_core.storage.store import LEXICAL_SHARDS, Store, snapshot_key
 
 log = logging.getLogger(__name__)
@@ -84,17 +86,9 @@ def index_terms(text: str) -> list[str]:
     return out
 
 
-def compatible(meta: dict | None) -> bool:
+def compatible(meta: LexicalMeta | None) -> bool:
     """Whether a manifest's ``lexical`` entry was built the way this code builds and queries one."""
-    return bool(meta) and meta.get("format") == LEXICAL_FORMAT and meta.get("tokenizer") == TOKENIZER
-
-
-def _digest(ids: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(ids, dtype=np.int64).tobytes()).hexdigest()[:16]
-
-
-def _derived_id(*parts: object) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return meta is not None and meta.format == LEXICAL_FORMAT and meta.tokenizer == TOKENIZER
 
 
 # ---- shards: term counts of the items one run added --------------------------------------------------------
@@ -174,7 +168,7 @@ def ensure_shard(store: Store, items: pa.Table, record_key: str) -> LexicalShard
     ids = np.sort(items.column("id").to_numpy()) if items.num_rows else np.empty(0, np.int64)
     if not len(ids):
         return None
-    shard_id = _derived_id(LEXICAL, LEXICAL_FORMAT, TOKENIZER, record_key, _digest(ids))
+    shard_id = short_id(LEXICAL, LEXICAL_FORMAT, TOKENIZER, record_key, ids_digest(ids))
     done = load_shard_marker(store, shard_id)
     if done is not None:
         return done
@@ -201,12 +195,12 @@ class LexicalState:
     stats: dict  # count (live items), stored (rows in shards), vocabulary, avgdl, seconds_build
     compacted: str | None = None  # why the shards were merged into one of live rows, if they were
 
-    def to_manifest(self, snapshot_id: str) -> dict:
-        return {"format": LEXICAL_FORMAT, "tokenizer": TOKENIZER, **BM25_PARAMS,
-                "shards": [s.to_dict() for s in self.shards],
-                "files": {name: snapshot_key(snapshot_id, f"{LEXICAL}/{name}") for name in sorted(self.files)},
-                **self.stats, "tombstoned": self.stats["stored"] - self.stats["count"],
-                **({"compacted": self.compacted} if self.compacted else {})}
+    def to_manifest(self, snapshot_id: str) -> LexicalMeta:
+        return LexicalMeta(format=LEXICAL_FORMAT, tokenizer=TOKENIZER, **BM25_PARAMS,
+                           shards=[s.to_dict() for s in self.shards],
+                           files={name: snapshot_key(snapshot_id, f"{LEXICAL}/{name}") for name in sorted(self.files)},
+                           **self.stats, tombstoned=self.stats["stored"] - self.stats["count"],
+                           **({"compacted": self.compacted} if self.compacted else {}))
 
 
 def build_bm25(rows: pa.Table) -> tuple[dict[str, bytes], dict]:
@@ -258,7 +252,7 @@ def build_state(store: Store, shards: list[LexicalShard], item_ids: np.ndarray, 
     stored = sum(s.count for s in shards)
     reason = compact or (compaction_reason(len(shards), stored, rows.num_rows, settings) if settings else None)
     if reason and shards and (len(shards) > 1 or stored != rows.num_rows):
-        shard_id = _derived_id("lexical-compact", [s.id for s in shards], _digest(rows.column("id").to_numpy()))
+        shard_id = short_id("lexical-compact", [s.id for s in shards], ids_digest(rows.column("id").to_numpy()))
         shards = [load_shard_marker(store, shard_id) or save_shard(store, shard_id, rows)]
         stored = rows.num_rows
     else:
@@ -268,13 +262,13 @@ def build_state(store: Store, shards: list[LexicalShard], item_ids: np.ndarray, 
     return LexicalState(shards, files, stats, reason)
 
 
-def lexical_for_run(store: Store, items: pa.Table, new_shas: set[str], parent: dict | None,
+def lexical_for_run(store: Store, items: pa.Table, new_shas: set[str], parent: Manifest | None,
                     record_key: str) -> list[LexicalShard]:
     """The lexical shards of a snapshot with ``items``: the parent's (when built the same way) plus one
     shard of the new documents' items. Without a compatible parent index, every item is tokenized."""
-    parent_meta = (parent or {}).get(LEXICAL)
+    parent_meta = parent.lexical if parent else None
     if compatible(parent_meta):
-        shards = [LexicalShard.from_dict(s) for s in parent_meta["shards"]]
+        shards = [LexicalShard.from_dict(s) for s in parent_meta.shards]
         new = items.filter(pc.is_in(items.column("doc_sha256"), value_set=pa.array(sorted(new_shas), pa.string())))
     else:
         shards, new = [], items
@@ -289,7 +283,7 @@ def lexical_for_run(store: Store, items: pa.Table, new_shas: set[str], parent: d
 class LexicalIndex:
     """A snapshot's BM25 index, memory-mapped: ``search`` ranks the live items by BM25 (bm25s)."""
 
-    def __init__(self, retriever: object | None, ids: np.ndarray, meta: dict) -> None:
+    def __init__(self, retriever: object | None, ids: np.ndarray, meta: LexicalMeta) -> None:
         self.retriever = retriever  # bm25s.BM25, None when the snapshot has no lexical text
         self.ids = np.asarray(ids, dtype=np.int64)
         self.meta = meta
@@ -300,19 +294,19 @@ class LexicalIndex:
         return len(self.ids)
 
     @classmethod
-    def open(cls, store: Store, manifest: dict) -> LexicalIndex | None:
+    def open(cls, store: Store, manifest: Manifest) -> LexicalIndex | None:
         """The lexical index of a verified snapshot; None (with a warning) when it has none this code reads."""
         import bm25s
 
-        meta = manifest.get(LEXICAL)
+        meta = manifest.lexical
         if not compatible(meta):
             if meta:
                 log.warning("snapshot %s: lexical index built with another format or tokenizer; not searched "
-                            "(re-index to rebuild it)", manifest["id"])
+                            "(re-index to rebuild it)", manifest.id)
             return None
-        if not meta["files"]:
+        if not meta.files:
             return cls(None, np.empty(0, np.int64), meta)
-        paths = {name: store.local_file(key, manifest["files"][key]["sha256"]) for name, key in meta["files"].items()}
+        paths = {name: store.local_file(key, manifest.files[key].sha256) for name, key in meta.files.items()}
         # bm25s reads fixed names under one folder; cached remote copies are named by their hash, so each is
         # given by its absolute path (pathlib ignores the folder for an absolute name).
         retriever = bm25s.BM25.load(

@@ -24,6 +24,7 @@ from mmrag_core.storage.faults import crash_point
 from mmrag_core.storage.checksums import sha256_file
 from mmrag_core.index.refine import RefineStore, write_refine
 from mmrag_core.index.shards import read_shard, write_shard
+
 from mmrag_core.storage.store import CODECS, SHARDS, Store
 
 CODEC_MARKER = "codec.json"
@@ -31,11 +32,6 @@ SHARD_MARKER = "shard.json"
 INDEX_FILE = "index.faiss"
 REFINE_IDS = "refine.ids.npy"
 REFINE_VECS = "refine.f16.npy"
-
-
-def derived_id(*parts: object) -> str:
-    """A 16-hex id from the JSON of ``parts`` (deterministic inputs -> same id on a re-run)."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 @dataclass

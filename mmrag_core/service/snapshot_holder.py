@@ -17,7 +17,7 @@ from mmrag_core.config import Settings
 from mmrag_core.answer.prompting import Source, sources_from_hits
 from mmrag_core.query.engine import Hit, QueryEngine
 from mmrag_core.query.filters import QueryFilters
-from mmrag_core.snapshot.open import SnapshotError, open_snapshot, read_manifest, read_table
+from mmrag_core.snapshot.open import SnapshotError, load_manifest, open_snapshot, read_table
 from mmrag_core.storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ class SnapshotHolder:
             entry = self._other_items.get(snapshot_id)
             if entry is None:
                 try:
-                    items = read_table(self.store, read_manifest(self.store, snapshot_id), "items.parquet")
+                    items = read_table(self.store, load_manifest(self.store, snapshot_id), "items.parquet")
                 except (SnapshotError, OSError, KeyError):
                     return None
                 entry = (items, {int(i): n for n, i in enumerate(items.column("id").to_pylist())})

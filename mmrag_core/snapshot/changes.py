@@ -3,13 +3,15 @@ which documents are new, whether everything must be rebuilt, or whether nothing 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from mmrag_core.ingest.catalog import CatalogDiff, diff_catalog
 from mmrag_core.config import Settings
 from mmrag_core.ingest.record_keys import config_key
-from mmrag_core.index.lexical import LEXICAL, compatible
-from mmrag_core.snapshot.open import read_latest_manifest, read_table
+from mmrag_core.index.lexical import compatible
+from mmrag_core.snapshot.open import latest_manifest, read_table
 from mmrag_core.ingest.sources import Discovery, DocRef, discover
+from mmrag_core.storage.manifest import Manifest
 from mmrag_core.storage.store import Store, open_store, storage_options_for
 
 
@@ -18,42 +20,47 @@ class PendingWork:
     """The listing compared with LATEST."""
 
     found: Discovery
-    parent: dict | None
+    latest: Manifest | None
     changes: CatalogDiff
-    fresh: str | None  # why every document must be encoded again with new codecs, or None
-    candidates: list[DocRef]  # documents whose bytes LATEST does not hold (all of them when fresh)
+    rebuild_reason: str | None  # why every document must be encoded again with new codecs, or None
+    candidates: list[DocRef]  # documents whose bytes LATEST does not hold (all of them on a rebuild)
+
+    @cached_property
+    def parent(self) -> dict | None:
+        """LATEST's manifest as its JSON document, for the flow and its run report (JSON)."""
+        return self.latest.to_json() if self.latest is not None else None
 
     @property
     def up_to_date(self) -> bool:
         """Nothing added, changed or removed, the same files refused, no rebuild due, and LATEST has a lexical
         index this code reads (a store indexed before it had one gets one on the next run)."""
-        if self.fresh or self.candidates or self.parent is None or not compatible(self.parent.get(LEXICAL)):
+        if self.rebuild_reason or self.candidates or self.latest is None or not compatible(self.latest.lexical):
             return False
         c = self.changes
         if c.added or c.changed or c.removed:
             return False
-        before = {(f["source_uri"], f["reason"]) for f in self.parent["failures"] if f["stage"] == "discover"}
+        before = {(f["source_uri"], f["reason"]) for f in self.latest.failures if f["stage"] == "discover"}
         return before == {(f.source_uri, f.reason) for f in self.found.failures}
 
 
-def fresh_reason(parent: dict | None, settings: Settings, retrain: bool) -> str | None:
+def rebuild_reason(parent: Manifest | None, settings: Settings, retrain: bool) -> str | None:
     """Why a run must train new codecs and encode every document again, or None."""
     if retrain:
         return "retrain requested"
     if parent is None:
         return "first snapshot of this store"
-    if parent.get("config_key") != config_key(settings):
+    if parent.config_key != config_key(settings):
         return "model or extraction settings changed since the last snapshot"
     return None
 
 
 def pending_work(found: Discovery, store: Store, settings: Settings, retrain: bool = False) -> PendingWork:
     """Compare a listing with the store's LATEST snapshot."""
-    parent = read_latest_manifest(store)
+    parent = latest_manifest(store)
     catalog = read_table(store, parent, "catalog.parquet") if parent else None
-    fresh = fresh_reason(parent, settings, retrain)
-    known = set() if fresh or catalog is None else set(catalog.column("sha256").to_pylist())
-    return PendingWork(found, parent, diff_catalog(catalog, found.docs), fresh,
+    reason = rebuild_reason(parent, settings, retrain)
+    known = set() if reason or catalog is None else set(catalog.column("sha256").to_pylist())
+    return PendingWork(found, parent, diff_catalog(catalog, found.docs), reason,
                        [d for d in found.docs if d.sha256 not in known])
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
@@ -22,12 +22,12 @@ from mmrag_core.config import Settings
 from mmrag_core.storage.faults import crash_point
 from mmrag_core.index.build import SpaceState, space_state_from_manifest
 from mmrag_core.storage.items import Failure
+from mmrag_core.storage.manifest import FORMAT_VERSION, Counts, FileMeta, Manifest
 from mmrag_core.index.lexical import LEXICAL, LexicalIndex, LexicalState
 from mmrag_core.index.search import SpaceIndex
-from mmrag_core.storage.store import MANIFEST, ChecksumMismatch, Store, snapshot_key
+from mmrag_core.storage.store import MANIFEST, ChecksumMismatch, InvalidSnapshotId, Store, snapshot_key
 from mmrag_core.index.shard_files import open_shard
 
-FORMAT_VERSION = 2
 OWN_FILES = ("items.parquet", "catalog.parquet", "failures.parquet", "tombstones.npy")
 
 
@@ -66,7 +66,7 @@ class SnapshotContent:
     record_key: str = ""
     config_key: str = ""
     next_id: int = 0
-    extra: dict = field(default_factory=dict)  # e.g. {"compacted": reason}
+    compacted: dict[str, str] | None = None  # space -> why it was compacted, when it was
     lexical: LexicalState | None = None  # the BM25 index over the items' text (its shards and files)
 
 
@@ -83,7 +83,7 @@ def _parquet_bytes(t: pa.Table) -> bytes:
 
 
 def publish(store: Store, content: SnapshotContent, settings: Settings, parent: str | None = None,
-            snapshot_id: str | None = None) -> dict:
+            snapshot_id: str | None = None) -> Manifest:
     """Write the snapshot's own files, verify every file it references, write the manifest, move LATEST."""
     snapshot_id = snapshot_id or new_snapshot_id()
     if store.exists(snapshot_key(snapshot_id, MANIFEST)):
@@ -92,64 +92,67 @@ def publish(store: Store, content: SnapshotContent, settings: Settings, parent: 
            "failures.parquet": _parquet_bytes(content.failures), "tombstones.npy": _npy_bytes(content.tombstones)}
     if content.lexical is not None:
         own.update({f"{LEXICAL}/{name}": data for name, data in content.lexical.files.items()})
-    files: dict[str, dict] = {}
+    files: dict[str, FileMeta] = {}
     for name, data in own.items():
         store.write_bytes(snapshot_key(snapshot_id, name), data)
-        files[snapshot_key(snapshot_id, name)] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+        files[snapshot_key(snapshot_id, name)] = FileMeta(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
     spaces = {name: state.to_manifest(settings) for name, state in content.spaces.items()}
+    shared: dict[str, dict] = {}  # codec, shard and lexical shard files: {sha256, bytes} as their markers list them
     for state in content.spaces.values():
-        files.update(state.codec.files)
+        shared.update(state.codec.files)
         for shard in state.shards:
-            files.update(shard.files)
+            shared.update(shard.files)
     if content.lexical is not None:
         for lexical_shard in content.lexical.shards:
-            files.update(lexical_shard.files)
-    manifest = {
-        "format": FORMAT_VERSION,
-        "id": snapshot_id,
-        "parent": parent,
-        "created_at": datetime.now(UTC).isoformat(),
-        "source": content.source,
-        "models": content.models,
-        "record_key": content.record_key,
-        "config_key": content.config_key,
-        "next_id": int(content.next_id),
-        "spaces": spaces,
-        **({LEXICAL: content.lexical.to_manifest(snapshot_id)} if content.lexical is not None else {}),
-        "tombstones": len(content.tombstones),
-        "files": files,
-        "counts": _counts(content.items, content.failures),
-        "stats": content.stats,
-        "failures": content.failures.to_pylist(),
-        **content.extra,
-    }
+            shared.update(lexical_shard.files)
+    files.update({key: FileMeta(**meta) for key, meta in shared.items()})
+    manifest = Manifest(
+        format=FORMAT_VERSION,
+        id=snapshot_id,
+        parent=parent,
+        created_at=datetime.now(UTC).isoformat(),
+        source=content.source,
+        models=content.models,
+        record_key=content.record_key,
+        config_key=content.config_key,
+        next_id=int(content.next_id),
+        spaces=spaces,
+        lexical=content.lexical.to_manifest(snapshot_id) if content.lexical is not None else None,
+        tombstones=len(content.tombstones),
+        files=files,
+        counts=_counts(content.items, content.failures),
+        stats=content.stats,
+        failures=content.failures.to_pylist(),
+        compacted=content.compacted,
+    )
     verify(store, manifest, checksums=False)  # every referenced file is there with its size
-    for key in files:  # the files this publish wrote are read back and hashed
-        if key.startswith(snapshot_key(snapshot_id)) and store.checksum(key) != files[key]["sha256"]:
+    for key, meta in files.items():  # the files this publish wrote are read back and hashed
+        if key.startswith(snapshot_key(snapshot_id)) and store.checksum(key) != meta.sha256:
             raise SnapshotError(f"snapshot {snapshot_id}: {key} does not match its checksum after writing")
     crash_point("snapshot-files-written")
-    store.write_bytes(snapshot_key(snapshot_id, MANIFEST), json.dumps(manifest, indent=2, sort_keys=True).encode())
+    store.write_bytes(snapshot_key(snapshot_id, MANIFEST),
+                      json.dumps(manifest.to_json(), indent=2, sort_keys=True).encode())
     crash_point("manifest-written")
     store.set_latest(snapshot_id)
     return manifest
 
 
-def _counts(items: pa.Table, failures: pa.Table) -> dict:
+def _counts(items: pa.Table, failures: pa.Table) -> Counts:
     kinds = items.column("kind").to_pylist()
     docs = set(items.column("doc_sha256").to_pylist())
     pages = {(d, p) for d, p in zip(items.column("doc_sha256").to_pylist(), items.column("page").to_pylist())}
-    return {
-        "documents": len(docs),
-        "pages_with_items": len(pages),
-        "items": items.num_rows,
-        "items_by_kind": {k: kinds.count(k) for k in sorted(set(kinds))},
-        "failures": failures.num_rows,
-        "documents_failed": len({u for u, p in zip(failures.column("source_uri").to_pylist(),
-                                                   failures.column("page").to_pylist()) if p is None}),
-    }
+    return Counts(
+        documents=len(docs),
+        pages_with_items=len(pages),
+        items=items.num_rows,
+        items_by_kind={k: kinds.count(k) for k in sorted(set(kinds))},
+        failures=failures.num_rows,
+        documents_failed=len({u for u, p in zip(failures.column("source_uri").to_pylist(),
+                                                failures.column("page").to_pylist()) if p is None}),
+    )
 
 
-def verify(store: Store, manifest: dict, checksums: bool = True, cached: bool = False) -> None:
+def verify(store: Store, manifest: Manifest | dict, checksums: bool = True, cached: bool = False) -> None:
     """Raise SnapshotError unless every listed file exists with its recorded size (and sha256).
 
     With ``cached``, a remote file's checksum may be vouched for by the local download cache (a copy is
@@ -157,20 +160,21 @@ def verify(store: Store, manifest: dict, checksums: bool = True, cached: bool = 
     :func:`open_snapshot` does, but not a check of the stored object itself, which is what the default
     (streaming every object's bytes) is.
     """
-    for key, meta in manifest["files"].items():
+    manifest = Manifest.of(manifest)
+    for key, meta in manifest.files.items():
         if not store.exists(key):
-            raise SnapshotError(f"snapshot {manifest['id']}: file {key} is missing")
-        if store.size(key) != meta["bytes"]:
-            raise SnapshotError(f"snapshot {manifest['id']}: file {key} has {store.size(key)} bytes, "
-                                f"its manifest says {meta['bytes']}")
+            raise SnapshotError(f"snapshot {manifest.id}: file {key} is missing")
+        if store.size(key) != meta.bytes:
+            raise SnapshotError(f"snapshot {manifest.id}: file {key} has {store.size(key)} bytes, "
+                                f"its manifest says {meta.bytes}")
         if checksums:
             try:
-                ok = bool(store.local_file(key, meta["sha256"])) if cached and store.remote else \
-                    store.checksum(key) == meta["sha256"]
+                ok = bool(store.local_file(key, meta.sha256)) if cached and store.remote else \
+                    store.checksum(key) == meta.sha256
             except ChecksumMismatch:
                 ok = False
             if not ok:
-                raise SnapshotError(f"snapshot {manifest['id']}: file {key} does not match its checksum "
+                raise SnapshotError(f"snapshot {manifest.id}: file {key} does not match its checksum "
                                     "(corrupt or modified); refusing to load it")
 
 
@@ -179,55 +183,68 @@ class Snapshot:
     """An opened, verified snapshot."""
 
     id: str
-    manifest: dict
+    manifest: Manifest
     items: pa.Table
     indexes: dict[str, SpaceIndex]
     lexical: LexicalIndex | None = None  # BM25 over the items' text; None for a snapshot without one
 
 
-def read_manifest(store: Store, snapshot_id: str | None = None) -> dict:
+def load_manifest(store: Store, snapshot_id: str | None = None) -> Manifest:
     """The manifest of ``snapshot_id`` (default: LATEST)."""
     snapshot_id = snapshot_id or store.latest_id()
     if snapshot_id is None:
         raise SnapshotError(f"no snapshot published in store {store.uri} (run `mmrag index` first)")
     try:
         manifest = json.loads(store.read_bytes(snapshot_key(snapshot_id, MANIFEST)))
+    except InvalidSnapshotId as e:
+        raise SnapshotError(f"{e} (store {store.uri})") from None
     except FileNotFoundError:
         raise SnapshotError(f"snapshot {snapshot_id} not found in store {store.uri}") from None
     if manifest.get("format") != FORMAT_VERSION:
         raise SnapshotError(f"snapshot {snapshot_id} has format {manifest.get('format')}, this mmrag reads "
                             f"{FORMAT_VERSION}: re-index the source into a new store")
-    return manifest
+    return Manifest.from_json(manifest)
+
+
+def latest_manifest(store: Store) -> Manifest | None:
+    """LATEST's manifest, or None when nothing is published yet."""
+    return load_manifest(store) if store.latest_id() else None
+
+
+def read_manifest(store: Store, snapshot_id: str | None = None) -> dict:
+    """The manifest of ``snapshot_id`` (default: LATEST) as its JSON document, for JSON output and run reports
+    (the CLI, the indexing flow); code reads :func:`load_manifest`'s model."""
+    return load_manifest(store, snapshot_id).to_json()
 
 
 def read_latest_manifest(store: Store) -> dict | None:
-    """LATEST's manifest, or None when nothing is published yet."""
+    """LATEST's manifest as its JSON document (see :func:`read_manifest`), or None when nothing is published."""
     return read_manifest(store) if store.latest_id() else None
 
 
-def _own_file(store: Store, manifest: dict, name: str) -> str:
+def _own_file(store: Store, manifest: Manifest, name: str) -> str:
     """A local path of one of the snapshot's own files: remote ones come through the download cache,
     checked against the manifest's sha256, so what is read is what :func:`verify` vouched for."""
-    key = snapshot_key(manifest["id"], name)
-    return str(store.local_file(key, manifest["files"][key]["sha256"]))
+    key = snapshot_key(manifest.id, name)
+    return str(store.local_file(key, manifest.files[key].sha256))
 
 
-def read_table(store: Store, manifest: dict, name: str) -> pa.Table:
+def read_table(store: Store, manifest: Manifest, name: str) -> pa.Table:
     """One of a snapshot's own Parquet tables (items, catalog, failures)."""
     return pq.read_table(_own_file(store, manifest, name))
 
 
-def read_tombstones(store: Store, manifest: dict) -> np.ndarray:
+def read_tombstones(store: Store, manifest: Manifest) -> np.ndarray:
     return np.load(_own_file(store, manifest, "tombstones.npy"))
 
 
-def spaces_of(manifest: dict) -> dict[str, SpaceState]:
-    return {name: space_state_from_manifest(meta) for name, meta in manifest["spaces"].items()}
+def spaces_of(manifest: Manifest) -> dict[str, SpaceState]:
+    return {name: space_state_from_manifest(meta) for name, meta in manifest.spaces.items()}
 
 
 def open_snapshot(store: Store, snapshot_id: str | None = None, verify_files: bool = True) -> Snapshot:
     """Resolve LATEST (or a pinned id), verify every file's checksum, load metadata and indexes."""
-    manifest = read_manifest(store, snapshot_id)
+    manifest = load_manifest(store, snapshot_id)
     if verify_files:
         verify(store, manifest, cached=True)
     items = read_table(store, manifest, "items.parquet")
@@ -236,4 +253,4 @@ def open_snapshot(store: Store, snapshot_id: str | None = None, verify_files: bo
     for name, state in spaces_of(manifest).items():
         indexes[name] = SpaceIndex([open_shard(store, s) for s in state.shards], state.codec.spec,
                                    tombstones, state.live)
-    return Snapshot(manifest["id"], manifest, items, indexes, LexicalIndex.open(store, manifest))
+    return Snapshot(manifest.id, manifest, items, indexes, LexicalIndex.open(store, manifest))

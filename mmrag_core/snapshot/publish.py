@@ -28,6 +28,7 @@ from mmrag_core.index.build import (
     run_shard_job,
 )
 from mmrag_core.storage.items import ITEM_SCHEMA, Failure, failures_to_table
+from mmrag_core.storage.manifest import Manifest
 from mmrag_core.index.lexical import build_state, lexical_for_run
 from mmrag_core.snapshot.open import (
     NothingToPublish,
@@ -64,8 +65,8 @@ class IndexRequest:
     fresh: bool  # retrain codecs and encode everything again
 
 
-def index_and_publish(store: Store, request: IndexRequest, parent: dict | None, settings: Settings,
-                      encode: Encoder | None = None) -> dict:
+def index_and_publish(store: Store, request: IndexRequest, parent: Manifest | None, settings: Settings,
+                      encode: Encoder | None = None) -> Manifest:
     """Index the current documents (their records stored) against ``parent`` and publish a snapshot."""
     encode = encode or encode_locally(store)
     base = None if request.fresh else parent
@@ -79,11 +80,9 @@ def index_and_publish(store: Store, request: IndexRequest, parent: dict | None, 
     spaces = build_spaces(store, plan, base, settings, request.record_key, encode)
     tombstones = as_tombstones(read_tombstones(store, base), plan.gone_ids) if base else np.empty(0, np.int64)
     t_index = time.perf_counter() - t0
-    extra = {}
     reasons = {name: r for name, s in spaces.items() if (r := s.compaction_reason(settings))}
     if reasons:
         spaces, tombstones = compact_spaces(store, spaces, tombstones), np.empty(0, np.int64)
-        extra["compacted"] = reasons
     t_lexical = time.perf_counter()
     lexical_shards = lexical_for_run(store, items, {e.sha256 for e in plan.new}, base, request.record_key)
     lexical = build_state(store, lexical_shards, items.column("id").to_numpy(), settings,
@@ -94,11 +93,11 @@ def index_and_publish(store: Store, request: IndexRequest, parent: dict | None, 
              "documents_encoded": len(plan.new), "documents_tombstoned": len(plan.gone)}
     content = SnapshotContent(items, catalog_table([e.row() for e in plan.entries]), failures, tombstones, spaces,
                               request.models, request.source, stats, request.record_key, request.config_key,
-                              plan.next_id, extra, lexical)
-    return publish(store, content, settings, parent=parent["id"] if parent else None)
+                              plan.next_id, reasons or None, lexical)
+    return publish(store, content, settings, parent=parent.id if parent else None)
 
 
-def _items(store: Store, plan: IndexPlan, base: dict | None) -> pa.Table:
+def _items(store: Store, plan: IndexPlan, base: Manifest | None) -> pa.Table:
     """Kept documents' rows from the parent (under their current uri), then the new documents' rows."""
     tables = []
     if base:
@@ -126,7 +125,7 @@ def _record_failures(store: Store, sha: str, uri: str) -> list[Failure]:
     return out
 
 
-def _failures(store: Store, plan: IndexPlan, base: dict | None, discovery: list[Failure]) -> pa.Table:
+def _failures(store: Store, plan: IndexPlan, base: Manifest | None, discovery: list[Failure]) -> pa.Table:
     """This listing's refusals, the parent's failures of kept documents, the new documents' failures."""
     rows: list[Failure] = list(discovery)
     new = {e.sha256 for e in plan.new}
@@ -140,18 +139,17 @@ def _failures(store: Store, plan: IndexPlan, base: dict | None, discovery: list[
     return failures_to_table(rows)
 
 
-def compact_and_publish(store: Store, parent: dict, settings: Settings, reason: str = "requested") -> dict:
+def compact_and_publish(store: Store, parent: Manifest, settings: Settings, reason: str = "requested") -> Manifest:
     """A new snapshot with the parent's content, every space rewritten as one shard without tombstones."""
     tombstones = read_tombstones(store, parent)
     spaces: dict[str, SpaceState] = compact_spaces(store, spaces_of(parent), tombstones)
     items = read_table(store, parent, "items.parquet")
-    shards = lexical_for_run(store, items, set(), parent, parent["record_key"])  # all items if the parent has none
+    shards = lexical_for_run(store, items, set(), parent, parent.record_key)  # all items if the parent has none
     lexical = build_state(store, shards, items.column("id").to_numpy(), compact=reason)
     content = SnapshotContent(
         items, read_table(store, parent, "catalog.parquet"),
-        read_table(store, parent, "failures.parquet"), np.empty(0, np.int64), spaces, parent["models"],
-        parent["source"], {**parent["stats"], "compaction_of": parent["id"]}, parent["record_key"],
-        parent["config_key"], parent["next_id"], {"compacted": {name: reason for name in spaces}},
-        lexical,
+        read_table(store, parent, "failures.parquet"), np.empty(0, np.int64), spaces, parent.models,
+        parent.source, {**parent.stats, "compaction_of": parent.id}, parent.record_key,
+        parent.config_key, parent.next_id, {name: reason for name in spaces}, lexical,
     )
-    return publish(store, content, settings, parent=parent["id"])
+    return publish(store, content, settings, parent=parent.id)

@@ -13,7 +13,7 @@ from datetime import datetime
 
 from mmrag_core.config import Settings
 from mmrag_core.storage.lock import store_lock
-from mmrag_core.snapshot.open import read_manifest, read_table
+from mmrag_core.snapshot.open import load_manifest, read_table
 from mmrag_core.storage.store import CODECS, DOCS, LEXICAL_SHARDS, MANIFEST, SHARDS, SNAPSHOTS, Store, doc_key
 
 
@@ -37,7 +37,7 @@ def retained(store: Store, keep_last: int, keep_days: float, now: float | None =
     if latest:
         keep.add(latest)
     for sid in ids:
-        created = datetime.fromisoformat(read_manifest(store, sid)["created_at"]).timestamp()
+        created = datetime.fromisoformat(load_manifest(store, sid).created_at).timestamp()
         if now - created < keep_days * 86400:
             keep.add(sid)
     return [s for s in ids if s in keep]
@@ -51,8 +51,8 @@ def plan_gc(store: Store, keep_last: int, keep_days: float, grace_seconds: float
     plan.dropped_snapshots = [s for s in store.list_snapshots() if s not in plan.kept]
     referenced: set[str] = set()
     for sid in plan.kept:
-        manifest = read_manifest(store, sid)
-        referenced.update(manifest["files"])
+        manifest = load_manifest(store, sid)
+        referenced.update(manifest.files)
         referenced.add(f"{SNAPSHOTS}/{sid}/{MANIFEST}")
         referenced.update(doc_key(s) for s in read_table(store, manifest, "catalog.parquet").column("sha256").to_pylist())
     dropped = set(plan.dropped_snapshots)

@@ -13,6 +13,7 @@ done only once its marker file exists, and the marker is always written after th
 """
 from __future__ import annotations
 
+import re
 import hashlib
 import io
 import os
@@ -255,8 +256,26 @@ def doc_key(doc_sha256: str) -> str:
     return f"{DOCS}/{doc_sha256}.parquet"
 
 
+# A snapshot id is one path component of safe characters: ids come from LATEST, --snapshot and URLs, and are
+# joined into store paths, so "../../etc" or "a/b" must never reach a join.
+_SNAPSHOT_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+
+
+class InvalidSnapshotId(ValueError):
+    """A snapshot id that is not one path component of letters, digits, '.', '_' and '-'."""
+
+
+def check_snapshot_id(snapshot_id: str) -> str:
+    """``snapshot_id`` itself, or InvalidSnapshotId when it could name a path outside ``snapshots/``."""
+    if not isinstance(snapshot_id, str) or not _SNAPSHOT_ID.fullmatch(snapshot_id) or ".." in snapshot_id:
+        shown = repr(snapshot_id)[:80]
+        raise InvalidSnapshotId(f"invalid snapshot id {shown}: expected letters, digits, '.', '_' or '-' "
+                                "(e.g. 20261127T210501123456Z)")
+    return snapshot_id
+
+
 def snapshot_key(snapshot_id: str, name: str = "") -> str:
-    return f"{SNAPSHOTS}/{snapshot_id}/{name}".rstrip("/")
+    return f"{SNAPSHOTS}/{check_snapshot_id(snapshot_id)}/{name}".rstrip("/")
 
 
 def storage_options_for(uri: str, s3_endpoint_url: str | None) -> dict[str, Any]:
