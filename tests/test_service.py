@@ -18,7 +18,7 @@ import pytest
 
 from mmrag_core.config import Settings
 from mmrag_core.service import create_app
-from mmrag_core.snapshot.open import read_manifest, read_table
+from mmrag_core.snapshot.open import load_manifest, read_table
 from mmrag_core.storage.store import Store
 from tests.live_server import live_server
 from tests.query_corpus import SENTENCES, chunk_doc, offline_query_corpus, png_bytes, publish_docs
@@ -249,6 +249,47 @@ def test_nothing_published_yet(tmp_path: Path) -> None:
     assert snapshots.json() == {"served": None, "latest": None, "snapshots": []}
 
 
+
+def test_security_headers(service: dict) -> None:
+    client = service["client"]
+    for path in ("/", "/healthz", "/snapshots", "/openapi.json"):
+        r = client.get(path)
+        assert r.headers["x-content-type-options"] == "nosniff", path
+        assert r.headers["x-frame-options"] == "DENY" and r.headers["referrer-policy"] == "no-referrer", path
+    csp = client.get("/").headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
+    assert "script-src 'sha256-" in csp and "unsafe-inline" not in csp.split("script-src")[1].split(";")[0]
+
+
+def test_a_flood_gets_503_with_retry_after_and_the_service_recovers(corpus: dict) -> None:
+    """With every place of the bounded queue taken by slow queries, the next request is refused at once (not
+    queued), counted in the metrics, and once the slow ones finish the service answers again."""
+    store: Store = corpus["store"]
+    app = create_app(Settings(store=store.uri, service_poll_seconds=0, service_max_queue=2))
+    holder, release, entered = app.state.holder, threading.Event(), threading.Semaphore(0)
+    real_search = holder.search
+
+    def slow_search(*args, **kwargs):
+        entered.release()
+        release.wait(30)
+        return real_search(*args, **kwargs)
+
+    holder.search = slow_search
+    with live_server(app) as url, httpx.Client(base_url=url, timeout=60) as client, \
+            ThreadPoolExecutor(2) as pool:
+        slow = [pool.submit(client.post, "/query", json={"text": "espresso"}) for _ in range(2)]
+        assert entered.acquire(timeout=30) and entered.acquire(timeout=30)  # both places taken
+        refused = [client.post("/query", json={"text": "bridge"}) for _ in range(3)]
+        assert [r.status_code for r in refused] == [503] * 3
+        assert refused[0].headers["retry-after"] == "1" and "service_max_queue" in refused[0].json()["detail"]
+        release.set()
+        assert [f.result().status_code for f in slow] == [200, 200]
+        holder.search = real_search
+        assert client.post("/query", json={"text": "bridge"}).status_code == 200
+        metrics = client.get("/metrics").text
+    assert 'mmrag_http_rejected_total{endpoint="/query"} 3.0' in metrics
+
+
 VOLCANO = ["A volcano erupted and grey ash covered the nearby villages.",
            "Lava flows destroyed the road to the observatory on the mountain.",
            "Seismographs recorded hundreds of small earthquakes before the eruption."]
@@ -293,7 +334,7 @@ def test_swap_to_new_snapshot_under_load(corpus: dict, tmp_path: Path) -> None:
     assert "mmrag_snapshot_swaps_total 2.0" in swaps  # the first load and the swap
     assert f'mmrag_snapshot_served{{snapshot="{second}"}} 1.0' in swaps and first not in swaps
     assert [s for s, _, _ in results if s != 200] == []
-    ids = {sid: set(read_table(store, read_manifest(store, sid), "items.parquet").column("id").to_pylist())
+    ids = {sid: set(read_table(store, load_manifest(store, sid), "items.parquet").column("id").to_pylist())
            for sid in (first, second)}
     seen = {first: 0, second: 0}
     for _, data, _ in results:

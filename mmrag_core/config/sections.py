@@ -279,6 +279,10 @@ class ServiceSettings(BaseModel):
         "(0: never; it serves the snapshot it started with).",
     )
     service_max_k: int = Field(100, ge=1, description="Most hits one request may ask for.")
+    service_max_queue: int = Field(
+        32, ge=1, description="Queries and answers in progress or waiting at once; past it a request is refused at "
+        "once with 503 and Retry-After (counted in mmrag_http_rejected), so a flood cannot queue without bound.",
+    )
     service_max_text_chars: int = Field(2000, ge=1, description="Longest query text (characters) a request may send.")
     service_max_body_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest request body; a larger one is refused with 413."

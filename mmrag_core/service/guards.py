@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import secrets
+import threading
 import warnings
 
 from fastapi import HTTPException, Request
@@ -72,6 +73,53 @@ def check_image(data: bytes, max_bytes: int, max_pixels: int) -> bytes:
     except Exception as e:
         raise refuse(400, f"image could not be decoded: {e}") from e
     return data
+
+
+class AdmissionGate:
+    """Counts the queries and answers in progress or waiting; refuses one past ``limit`` instead of queueing it."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0
+        self._lock = threading.Lock()
+
+    def enter(self) -> bool:
+        with self._lock:
+            if self.active >= self.limit:
+                return False
+            self.active += 1
+            return True
+
+    def leave(self) -> None:
+        with self._lock:
+            self.active -= 1
+
+
+RETRY_AFTER_SECONDS = 1
+SECURITY_HEADERS = ((b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
+                    (b"referrer-policy", b"no-referrer"))
+
+
+class SecurityHeadersMiddleware:
+    """Adds the headers every response should carry (no MIME sniffing, no framing, no referrer); the search page
+    sets its own Content-Security-Policy."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {k.lower() for k, _ in message.get("headers", [])}
+                message["headers"] = [*message.get("headers", []),
+                                      *((k, v) for k, v in SECURITY_HEADERS if k not in present)]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 class BodySizeLimitMiddleware:

@@ -21,6 +21,9 @@ class ServiceMetrics:
                                  ["endpoint"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.snapshot = Gauge("mmrag_snapshot_served", "1 for the snapshot the service answers from.",
                               ["snapshot"], registry=self.registry)
+        self.rejected = Counter("mmrag_http_rejected", "Queries and answers refused with 503 because "
+                                "service_max_queue were already in progress or waiting.", ["endpoint"],
+                                registry=self.registry)
         self.swaps = Counter("mmrag_snapshot_swaps", "Swaps to a newly published snapshot.", registry=self.registry)
         self.swap_failures = Counter("mmrag_snapshot_swap_failures",
                                      "Published snapshots that could not be loaded (the old one kept serving).",
