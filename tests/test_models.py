@@ -190,7 +190,9 @@ def test_clip_local_dir_describe(tiny_clip, tiny_clip_dir: Path) -> None:  # noq
         "random_weights": False,
         "dim": TINY_CLIP_EMBED_DIM,
         "weights_sha256": {"open_clip_model.safetensors": digest},
+        "state_sha256": tiny_clip.state_sha256,  # the loaded weights' fingerprint, whatever their source
     }
+    assert len(d["state_sha256"]) == 16
 
 
 def test_clip_local_dir_without_weights(tmp_path: Path, tiny_clip_dir: Path) -> None:

@@ -15,6 +15,8 @@ from mmrag_core.models import ModelUnavailable
 
 log = logging.getLogger(__name__)
 
+RANDOM_SEED = 0  # random weights (tests, smoke runs) are seeded, so an index and its queries share them
+
 HOW_TO_PROVIDE = (
     "Provide CLIP weights with MMRAG_CLIP_PRETRAINED=/path/to/checkpoint.pt (open_clip format) or "
     "MMRAG_CLIP_MODEL=local-dir:/path/to/folder (open_clip_config.json + open_clip_model.safetensors), "
@@ -55,12 +57,15 @@ class ClipEncoder:
                 "is meaningless; use this for tests only !!!", model_name,
             )
         try:
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                model_name,
-                pretrained=None if random or model_name.startswith(("local-dir:", "hf-hub:")) else pretrained,
-                device=device,
-                require_pretrained=not random,
-            )
+            with torch.random.fork_rng(devices=[]):  # random weights are the same in every process (seed 0)
+                torch.manual_seed(RANDOM_SEED)
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    model_name,
+                    pretrained=None if random or model_name.startswith(("local-dir:", "hf-hub:")) else pretrained,
+                    device="cpu" if random else device,
+                    require_pretrained=not random,
+                )
+            model = model.to(device)
             self.tokenizer = open_clip.get_tokenizer(model_name)
         except (RuntimeError, OSError, ValueError, KeyError) as e:
             raise ModelUnavailable(
@@ -75,6 +80,7 @@ class ClipEncoder:
         self.device = device
         self.batch_size = batch_size
         self._torch = torch
+        self._state_sha256: str | None = None
         with torch.inference_mode():
             self.dim = int(self.model.encode_text(self.tokenizer(["probe"]).to(device)).shape[-1])
 
@@ -116,4 +122,14 @@ class ClipEncoder:
             "random_weights": self.random_weights,
             "dim": self.dim,
             "weights_sha256": weights_checksums(source) if source and Path(source).exists() else {},
+            "state_sha256": self.state_sha256,
         }
+
+    @property
+    def state_sha256(self) -> str:
+        """The fingerprint of the loaded weights (computed once): what a query checks against the manifest."""
+        if self._state_sha256 is None:
+            from mmrag_core.models.fingerprint import state_fingerprint
+
+            self._state_sha256 = state_fingerprint(self.model)
+        return self._state_sha256

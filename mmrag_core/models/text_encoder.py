@@ -78,6 +78,7 @@ class TextEncoder:
         self.max_length = min(max_length, getattr(self.tokenizer, "model_max_length", max_length) or max_length)
         self.dim = int(self.model.config.hidden_size)
         self._torch = torch
+        self._state_sha256: str | None = None
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Embed ``texts``; returns an (n, dim) float32 array with unit-norm rows."""
@@ -104,4 +105,13 @@ class TextEncoder:
         from mmrag_core.models.fingerprint import weights_checksums
 
         return {"name": self.name, "path": self.path if Path(self.path).exists() else None,
-                "dim": self.dim, "weights_sha256": weights_checksums(self.path)}
+                "dim": self.dim, "weights_sha256": weights_checksums(self.path), "state_sha256": self.state_sha256}
+
+    @property
+    def state_sha256(self) -> str:
+        """The fingerprint of the loaded weights (computed once): what a query checks against the manifest."""
+        if self._state_sha256 is None:
+            from mmrag_core.models.fingerprint import state_fingerprint
+
+            self._state_sha256 = state_fingerprint(self.model)
+        return self._state_sha256
