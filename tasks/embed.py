@@ -11,6 +11,7 @@ import ray
 
 from mmrag_core.config import Settings
 from mmrag_core.models import ModelUnavailable
+from mmrag_core.storage.items import Space
 from tasks.ray_runtime import encoder_gpus
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ class _EncoderActor:
         if self.encoder is None:
             return {"skipped": self.skipped}
         desc = self.encoder.describe()
-        if self.space == "image":
+        if self.space == Space.IMAGE:
             desc["model_config"] = self.model_config
         return desc
 

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
-from pathlib import PurePosixPath
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from mmrag_core.storage.items import ItemKind
+from mmrag_core.storage.names import file_name
 
 TokenCounter = Callable[[str], int]
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": ...}
@@ -48,11 +50,11 @@ class Source:
 
     @property
     def file(self) -> str:
-        return PurePosixPath(self.source_uri.rstrip("/")).name
+        return file_name(self.source_uri)
 
     @property
     def is_visual(self) -> bool:
-        return self.kind in ("figure", "image")
+        return self.kind in (ItemKind.FIGURE, ItemKind.IMAGE)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "file": self.file}

@@ -20,10 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from mmrag_core.storage.items import ItemKind
 from mmrag_core.storage.names import file_stem
 
 _TOKEN = re.compile(r"\w+")
-PAGE_TEXT_KINDS: tuple[str, ...] = ("chunk", "image")
+PAGE_TEXT_KINDS: tuple[str, ...] = (ItemKind.CHUNK, ItemKind.IMAGE)
 
 
 def tokenize(text: str) -> list[str]:

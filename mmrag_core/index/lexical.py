@@ -42,7 +42,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mmrag_core.config import Settings
-from mmrag_core.storage.items import indexed_text
+from mmrag_core.storage.items import ItemKind, indexed_text
 from mmrag_core.storage.manifest import LexicalMeta, Manifest
 from mmrag_core.storage.names import ids_digest, short_id
 from mmrag_core.storage.store import LEXICAL_SHARDS, Store, snapshot_key
@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 
 LEXICAL = "lexical"
 LEXICAL_FORMAT = 1
-LEXICAL_KINDS: tuple[str, ...] = ("chunk", "image")
+LEXICAL_KINDS: tuple[str, ...] = (ItemKind.CHUNK, ItemKind.IMAGE)
 TOKENIZER: dict = {"name": "alnum-runs", "version": 1, "lower": True, "stopwords": "bm25s.STOPWORDS_EN",
                    "split_letter_digit": True}
 BM25_PARAMS: dict = {"method": "lucene", "k1": 1.5, "b": 0.75}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mmrag_core.storage.items import Item
+from mmrag_core.storage.items import Item, ItemKind
 
 
 def text_inputs(items: list[Item], with_context: bool = False) -> tuple[np.ndarray, list[str]]:
@@ -12,9 +12,10 @@ def text_inputs(items: list[Item], with_context: bool = False) -> tuple[np.ndarr
     text: the document's facts and the page's headings); then every captioned figure, page
     or image, as its caption (the item itself is the hit, so a caption match leads to the picture, with its page
     and box)."""
-    chosen = [it for it in items if it.kind == "chunk" and it.text.strip()]
-    outlines = [it for it in items if it.kind == "outline" and it.text.strip()]
-    captioned = [it for it in items if it.kind not in ("chunk", "outline") and it.caption and it.caption.strip()]
+    chosen = [it for it in items if it.kind == ItemKind.CHUNK and it.text.strip()]
+    outlines = [it for it in items if it.kind == ItemKind.OUTLINE and it.text.strip()]
+    captioned = [it for it in items
+                 if it.kind not in (ItemKind.CHUNK, ItemKind.OUTLINE) and it.caption and it.caption.strip()]
     return (np.array([it.id for it in chosen + outlines + captioned], dtype=np.int64),
             [it.indexed_text() if with_context else it.text for it in chosen] + [it.text for it in outlines]
             + [it.caption for it in captioned])

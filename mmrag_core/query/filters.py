@@ -16,13 +16,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-KINDS: tuple[str, ...] = ("chunk", "figure", "image")
+from mmrag_core.storage.items import ItemKind
+from mmrag_core.storage.names import file_name, file_stem
+
+KINDS: tuple[str, ...] = (ItemKind.CHUNK, ItemKind.FIGURE, ItemKind.IMAGE)  # what a filter may name
 FILTER_KEYS: tuple[str, ...] = ("source", "doc", "kind", "pages")
 _PAGES = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$|^\s*(\d+)\s*$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -137,7 +139,7 @@ def _doc_mask(items: pa.Table, docs: tuple[str, ...]) -> np.ndarray:
     shas = [d.lower() for d in docs if _SHA256.match(d.lower())]
     names = set(docs)
     uris = [u for u in pc.unique(items.column("source_uri")).to_pylist()
-            if PurePosixPath(u.rstrip("/")).name in names or PurePosixPath(u.rstrip("/")).stem in names]
+            if file_name(u) in names or file_stem(u) in names]
     by_uri = pc.is_in(items.column("source_uri"), value_set=pa.array(uris, pa.string()))
     by_sha = pc.is_in(items.column("doc_sha256"), value_set=pa.array(shas, pa.string()))
     return pc.or_(by_uri, by_sha).to_numpy(zero_copy_only=False)

@@ -22,6 +22,7 @@ from mmrag_core.query.fusion import by_unit, reciprocal_rank_fusion
 from mmrag_core.query.hits import SnapshotItems
 from mmrag_core.query.routing import ROUTED, DocumentRouter, choose_documents, documents_of
 from mmrag_core.snapshot.open import Snapshot
+from mmrag_core.storage.items import ItemKind
 
 OUTLINE = "outline"
 # The ranked lists late fusion can fuse, in fusion order.
@@ -214,11 +215,11 @@ class RankedLists:
             outlines: dict[int, tuple[str, int]] = {}
             for item, kind, doc, page, ordinal in zip(cols["id"], cols["kind"], cols["doc_sha256"], cols["page"],
                                                       cols["ordinal"]):
-                if kind == "chunk":
+                if kind == ItemKind.CHUNK:
                     best = chunks.get((doc, page))
                     if best is None or (ordinal or 0) < best[0]:
                         chunks[(doc, page)] = (ordinal or 0, int(item))
-                elif kind == OUTLINE:
+                elif kind == ItemKind.OUTLINE:
                     outlines[int(item)] = (doc, page)
             first = {o: chunks[p][1] for o, p in outlines.items() if p in chunks}
             self._outlines = (np.array(sorted(outlines), dtype=np.int64), first)
@@ -265,7 +266,7 @@ class RankedLists:
             cols = self.snapshot.items.select(["id", "kind", "doc_sha256", "page"]).to_pydict()
             visuals: dict[tuple[str, int], list[int]] = {}
             for item, kind, doc, page in zip(cols["id"], cols["kind"], cols["doc_sha256"], cols["page"]):
-                if kind not in ("chunk", OUTLINE):
+                if kind not in (ItemKind.CHUNK, ItemKind.OUTLINE):
                     visuals.setdefault((doc, page), []).append(int(item))
             self._page_visuals = visuals
         return self._page_visuals

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import PurePosixPath
 
 import numpy as np
 import pyarrow as pa
 
+from mmrag_core.storage.names import file_stem
 from mmrag_core.query.fusion import reciprocal_rank_fusion
 from mmrag_core.storage.items import indexed_text
 from mmrag_core.index.lexical import LEXICAL_KINDS, index_terms
@@ -27,7 +27,7 @@ _NAME_SEPARATORS = re.compile(r"[_\-.]+")
 
 def document_title(source_uri: str) -> str:
     """A document's name as words: its file name without extension, separators as spaces."""
-    return _NAME_SEPARATORS.sub(" ", PurePosixPath(source_uri.rstrip("/")).stem)
+    return _NAME_SEPARATORS.sub(" ", file_stem(source_uri))
 
 
 def document_texts(items: pa.Table, first_pages: int) -> dict[str, str]:

@@ -14,6 +14,7 @@ from PIL import Image, ImageDraw, ImageOps
 from mmrag_core.config import Settings
 from mmrag_core.ingest.extract.common import png_thumbnail
 from mmrag_core.ingest.sources import local_path
+from mmrag_core.storage.items import ItemKind
 from mmrag_core.storage.store import Store, doc_key, storage_options_for
 
 HIGHLIGHT = (255, 196, 0)
@@ -47,7 +48,7 @@ class ThumbnailCache:
 def render_thumbnail(store: Store, settings: Settings, row: dict, max_side: int) -> bytes:
     """PNG of the item described by ``row`` (a snapshot items row) at most ``max_side`` pixels long.
     Raises OSError or ValueError when neither the stored record nor the source can give one."""
-    if row["kind"] in ("figure", "image", "page"):  # the picture the image space embedded
+    if row["kind"] in (ItemKind.FIGURE, ItemKind.IMAGE, ItemKind.PAGE):  # the picture the image space embedded
         stored = _stored_image(store, row)
         if stored is not None:
             return png_thumbnail(Image.open(io.BytesIO(stored)), max_side)[0]
@@ -83,11 +84,11 @@ def _render_pdf(path: str, row: dict, max_side: int) -> Image.Image:
             raise ValueError(f"page {row['page']} is not in {row['source_uri']} ({doc.page_count} pages)")
         page = doc[row["page"]]
         bbox = pymupdf.Rect(row["bbox"]) & page.rect if row.get("bbox") else None
-        clip = bbox if row["kind"] == "figure" and bbox and not bbox.is_empty else page.rect
+        clip = bbox if row["kind"] == ItemKind.FIGURE and bbox and not bbox.is_empty else page.rect
         zoom = max_side / max(clip.width, clip.height, 1.0)
         pix = page.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom), clip=clip, colorspace=pymupdf.csRGB, alpha=False)
         img = Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
-    if row["kind"] not in ("figure", "page") and bbox and not bbox.is_empty:  # a chunk: mark where it is
+    if row["kind"] not in (ItemKind.FIGURE, ItemKind.PAGE) and bbox and not bbox.is_empty:  # a chunk: mark where it is
         box = [(bbox.x0 - clip.x0) * zoom, (bbox.y0 - clip.y0) * zoom, (bbox.x1 - clip.x0) * zoom,
                (bbox.y1 - clip.y0) * zoom]
         ImageDraw.Draw(img).rectangle(box, outline=HIGHLIGHT, width=max(1, max_side // 128))
@@ -101,7 +102,7 @@ def _open_image(path: str, row: dict, max_pixels: int) -> Image.Image:
     if getattr(img, "n_frames", 1) > row["page"]:
         img.seek(row["page"])
     img = ImageOps.exif_transpose(img)
-    if row["kind"] == "image" and row.get("bbox"):
+    if row["kind"] == ItemKind.IMAGE and row.get("bbox"):
         x0, y0, x1, y1 = (round(v) for v in row["bbox"])
         if (x1 - x0, y1 - y0) != img.size and x1 > x0 and y1 > y0:
             img = img.crop((x0, y0, x1, y1))

@@ -9,12 +9,27 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from enum import StrEnum
 
 import pyarrow as pa
 
-# What an item can be; which space each kind goes into is decided in ``mmrag_core.ingest.encoder_inputs``.
-ItemKind = Literal["chunk", "figure", "image", "page", "outline"]
+
+class ItemKind(StrEnum):
+    """What an item can be; which space each kind goes into is decided in ``mmrag_core.ingest.encoder_inputs``.
+    The values are what Parquet files, manifests and the API hold (a StrEnum compares equal to its value)."""
+
+    CHUNK = "chunk"
+    FIGURE = "figure"
+    IMAGE = "image"
+    PAGE = "page"
+    OUTLINE = "outline"
+
+
+class Space(StrEnum):
+    """The vector spaces: ``text`` (the text encoder) and ``image`` (CLIP, whose text tower encodes queries)."""
+
+    TEXT = "text"
+    IMAGE = "image"
 
 
 def item_id(doc_sha256: str, kind: str, page: int, ordinal: int) -> int:

@@ -12,10 +12,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mmrag_core.storage.items import Failure, Item, items_to_table
+from mmrag_core.storage.items import Failure, Item, Space, items_to_table
 from mmrag_core.storage.store import Store, doc_key
 
-SPACES: tuple[str, ...] = ("text", "image")
+SPACES: tuple[str, ...] = tuple(Space)
 
 
 @dataclass

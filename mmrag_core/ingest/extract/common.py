@@ -13,7 +13,7 @@ from PIL import Image
 from mmrag_core.ingest.extract.chunking import TokenCounter, Word, chunk_words
 from mmrag_core.config import IngestSettings
 from mmrag_core.ingest.extract.doc_context import PageContext
-from mmrag_core.storage.items import Failure, Item, item_id
+from mmrag_core.storage.items import Failure, Item, ItemKind, item_id
 from mmrag_core.ingest.extract.ocr import OcrResult, eight_bit, ocr_image
 
 
@@ -85,8 +85,8 @@ class DocContext:
         chunks = chunk_words(words, self.settings.chunk_tokens, self.settings.chunk_overlap, self.count_tokens)
         return [
             Item(
-                id=item_id(self.doc_sha256, "chunk", page, ordinal),
-                kind="chunk",
+                id=item_id(self.doc_sha256, ItemKind.CHUNK, page, ordinal),
+                kind=ItemKind.CHUNK,
                 source_uri=self.source_uri,
                 doc_sha256=self.doc_sha256,
                 page=page,
@@ -107,7 +107,7 @@ class DocContext:
         outline = context.outline(self.settings.chunk_tokens) if context and self.settings.page_outline else None
         if not outline:
             return None
-        return Item(id=item_id(self.doc_sha256, "outline", page, 0), kind="outline", source_uri=self.source_uri,
+        return Item(id=item_id(self.doc_sha256, ItemKind.OUTLINE, page, 0), kind=ItemKind.OUTLINE, source_uri=self.source_uri,
                     doc_sha256=self.doc_sha256, page=page, bbox=bbox, text=outline, text_source=text_source)
 
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 
 import pymupdf
 
 from mmrag_core.ingest.extract.page_headings import LETTER, MAX_HEADING_WORDS, body_size, styled_lines
+from mmrag_core.storage.names import file_stem
 
 # Pages read for the document's facts (cover page and the one after: some covers spill over).
 FACT_PAGES = 2
@@ -75,7 +75,7 @@ def document_facts(doc: pymupdf.Document, source_uri: str) -> DocumentFacts:
 
 def readable_file_name(source_uri: str) -> str | None:
     """``/a/annual_report-2018.pdf`` -> ``annual report 2018``."""
-    stem = PurePosixPath(source_uri.rstrip("/")).stem
+    stem = file_stem(source_uri)
     name = " ".join(re.sub(r"[_\-.+]+", " ", stem).split())
     return name or None
 

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from mmrag_core.ingest.extract.common import DocContext, ExtractResult, png_thumbnail, uniform
-from mmrag_core.storage.items import Item, item_id
+from mmrag_core.storage.items import Item, ItemKind, item_id
 from mmrag_core.ingest.extract.ocr import OcrResult, OcrUnavailable
 
 
@@ -110,8 +110,8 @@ def _decode_frame(img: Image.Image, frame: int, limit: int) -> tuple[Image.Image
 def _image_item(upright: Image.Image, frame: int, ocr: OcrResult, ctx: DocContext) -> Item:
     png, width, height = png_thumbnail(upright, ctx.settings.figure_max_side)
     return Item(
-        id=item_id(ctx.doc_sha256, "image", frame, 0),
-        kind="image",
+        id=item_id(ctx.doc_sha256, ItemKind.IMAGE, frame, 0),
+        kind=ItemKind.IMAGE,
         source_uri=ctx.source_uri,
         doc_sha256=ctx.doc_sha256,
         page=frame,

@@ -13,7 +13,7 @@ from PIL import Image
 
 from mmrag_core.config import IngestSettings, ModelSettings
 from mmrag_core.ingest.extract.common import DocContext, ExtractResult, png_thumbnail
-from mmrag_core.storage.items import Item, item_id
+from mmrag_core.storage.items import Item, ItemKind, item_id
 
 
 def wants_page_items(ingest: IngestSettings, models: ModelSettings) -> bool:
@@ -48,8 +48,8 @@ def add_page_item(page: pymupdf.Page, pno: int, ctx: DocContext, result: Extract
     rect = page.rect
     result.items.append(
         Item(
-            id=item_id(ctx.doc_sha256, "page", pno, 0),
-            kind="page",
+            id=item_id(ctx.doc_sha256, ItemKind.PAGE, pno, 0),
+            kind=ItemKind.PAGE,
             source_uri=ctx.source_uri,
             doc_sha256=ctx.doc_sha256,
             page=pno,

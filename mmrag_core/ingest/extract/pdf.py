@@ -22,7 +22,7 @@ from mmrag_core.ingest.extract.doc_context import PageContext, pdf_page_contexts
 from mmrag_core.ingest.extract.figures import find_figures, render_figure, words_inside
 from mmrag_core.ingest.extract.page_render import add_page_item
 from mmrag_core.ingest.extract.tables import table_words
-from mmrag_core.storage.items import Item, item_id
+from mmrag_core.storage.items import Item, ItemKind, item_id
 from mmrag_core.ingest.extract.ocr import OcrResult, OcrUnavailable
 
 log = logging.getLogger(__name__)
@@ -208,8 +208,8 @@ def _figures(page: pymupdf.Page, pno: int, words: list[Word], source: str, ctx: 
         png, width, height = render_figure(page, box, ctx.settings.figure_max_side)
         items.append(
             Item(
-                id=item_id(ctx.doc_sha256, "figure", pno, ordinal),
-                kind="figure",
+                id=item_id(ctx.doc_sha256, ItemKind.FIGURE, pno, ordinal),
+                kind=ItemKind.FIGURE,
                 source_uri=ctx.source_uri,
                 doc_sha256=ctx.doc_sha256,
                 page=pno,
