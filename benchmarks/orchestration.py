@@ -217,7 +217,7 @@ def plain_index(source: str, store_root: str) -> dict:
         write_record(store, build_record(doc.sha256, doc.uri, r.items, vectors, r.failures, key, r.stats))
     stats = {"pages_processed": pages, "seconds_processing": round(time.perf_counter() - t0, 3)}
     request = IndexRequest(found.docs, found.failures, models, key, config_key(settings), source, stats, True)
-    return {"published": True, "manifest": index_and_publish(store, request, None, settings)}
+    return {"published": True, "manifest": index_and_publish(store, request, None, settings.index)}
 
 
 # ---- generated documents for (c) -------------------------------------------------------------------------

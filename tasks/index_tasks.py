@@ -140,8 +140,8 @@ def ray_encoder(settings: Settings) -> Encoder:
 def index_snapshot(settings: Settings, request: IndexRequest, parent: dict | None) -> dict:
     """Encode the new documents into shards (on Ray), tombstone what left, compact if due, publish. The flow
     holds manifests as JSON documents (its run report is JSON): ``parent`` and the result are ones."""
-    manifest = index_and_publish(open_store(settings), request, Manifest.of(parent) if parent else None, settings,
-                                 ray_encoder(settings))
+    manifest = index_and_publish(open_store(settings), request, Manifest.of(parent) if parent else None,
+                                 settings.index, ray_encoder(settings))
     return manifest.to_json()
 
 
@@ -149,4 +149,4 @@ def index_snapshot(settings: Settings, request: IndexRequest, parent: dict | Non
 def compact_snapshot(settings: Settings, parent: dict) -> dict:
     """Rewrite every space of ``parent`` as one shard without its tombstones and publish that (JSON documents
     in and out, as in :func:`index_snapshot`)."""
-    return compact_and_publish(open_store(settings), Manifest.of(parent), settings).to_json()
+    return compact_and_publish(open_store(settings), Manifest.of(parent), settings.index).to_json()

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from mmrag_core.index.codec import CodecSpec, choose_codec, serialize_codec, train_codec, tune_nprobe
-from mmrag_core.config import Settings
+from mmrag_core.config import IndexSettings
 from mmrag_core.storage.records import SPACES, read_record, record_counts, space_vectors
 from mmrag_core.index.shards import encode_shard, merge_shards
 from mmrag_core.ingest.sources import DocRef
@@ -148,7 +148,7 @@ def items_of(store: Store, entries: Iterable[DocEntry]) -> list[pa.Table]:
 # ---- codecs ----------------------------------------------------------------------------------------------
 
 
-def train_space_codec(ids: np.ndarray, vectors: np.ndarray, settings: Settings) -> tuple[CodecSpec, object]:
+def train_space_codec(ids: np.ndarray, vectors: np.ndarray, settings: IndexSettings) -> tuple[CodecSpec, object]:
     """Choose a codec for this space's size, train it on a sample, and tune nprobe (and the refine factor)
     on held-out vectors to reach ``settings.target_recall`` recall@10 against exact search."""
     n, dim = vectors.shape
@@ -169,7 +169,7 @@ def train_space_codec(ids: np.ndarray, vectors: np.ndarray, settings: Settings) 
     return spec, index
 
 
-def ensure_codec(store: Store, space: str, plan: IndexPlan, parent: Manifest | None, settings: Settings,
+def ensure_codec(store: Store, space: str, plan: IndexPlan, parent: Manifest | None, settings: IndexSettings,
                  record_key: str) -> StoredCodec | None:
     """The parent's codec for ``space``, or a new one trained on every live vector of the space (when the
     plan is fresh or the space is new). None when the space has no vectors at all."""
@@ -271,7 +271,7 @@ class SpaceState:
     def stored(self) -> int:
         return sum(s.count for s in self.shards)
 
-    def compaction_reason(self, settings: Settings) -> str | None:
+    def compaction_reason(self, settings: IndexSettings) -> str | None:
         dead = self.stored - self.live
         if len(self.shards) > settings.compact_max_shards:
             return f"{len(self.shards)} shards > compact_max_shards={settings.compact_max_shards}"
@@ -280,7 +280,7 @@ class SpaceState:
                     f"compact_tombstone_fraction={settings.compact_tombstone_fraction}")
         return None
 
-    def retrain_reason(self, settings: Settings) -> str | None:
+    def retrain_reason(self, settings: IndexSettings) -> str | None:
         spec, trained = self.codec.spec, max(self.codec.trained_vectors, 1)
         if spec.exact and self.live >= settings.exact_threshold:
             return f"{self.live} vectors in an exact index >= exact_threshold={settings.exact_threshold}"
@@ -288,7 +288,7 @@ class SpaceState:
             return f"grew {self.live / trained:.1f}x since the codec was trained on {trained} vectors"
         return None
 
-    def to_manifest(self, settings: Settings) -> SpaceMeta:
+    def to_manifest(self, settings: IndexSettings) -> SpaceMeta:
         spec = self.codec.spec
         reason = self.retrain_reason(settings)
         return SpaceMeta(codec=self.codec.to_dict(), shards=[s.to_dict() for s in self.shards],
@@ -311,7 +311,7 @@ def compact_spaces(store: Store, spaces: dict[str, SpaceState], tombstones: np.n
     return out
 
 
-def build_spaces(store: Store, plan: IndexPlan, parent: Manifest | None, settings: Settings, record_key: str,
+def build_spaces(store: Store, plan: IndexPlan, parent: Manifest | None, settings: IndexSettings, record_key: str,
                  encode: Callable[[list[ShardJob]], list[StoredShard]]) -> dict[str, SpaceState]:
     """Codec, shards and live count of every space after this run. ``encode`` runs shard jobs (in
     parallel on Ray in the flow, in a loop in tests); the run's new shards are merged into one."""

@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mmrag_core.config import Settings
+from mmrag_core.config import IndexSettings
 from mmrag_core.storage.items import ItemKind, indexed_text
 from mmrag_core.storage.manifest import LexicalMeta, Manifest
 from mmrag_core.storage.names import ids_digest, short_id
@@ -232,7 +232,7 @@ def build_bm25(rows: pa.Table) -> tuple[dict[str, bytes], dict]:
     return files, stats
 
 
-def compaction_reason(shards: int, stored: int, live: int, settings: Settings) -> str | None:
+def compaction_reason(shards: int, stored: int, live: int, settings: IndexSettings) -> str | None:
     """Why lexical shards should be merged into one of live rows (the vector spaces' thresholds), or None."""
     if shards > settings.compact_max_shards:
         return f"{shards} lexical shards > compact_max_shards={settings.compact_max_shards}"
@@ -242,7 +242,7 @@ def compaction_reason(shards: int, stored: int, live: int, settings: Settings) -
     return None
 
 
-def build_state(store: Store, shards: list[LexicalShard], item_ids: np.ndarray, settings: Settings | None = None,
+def build_state(store: Store, shards: list[LexicalShard], item_ids: np.ndarray, settings: IndexSettings | None = None,
                 compact: str | None = None) -> LexicalState:
     """The lexical index of a snapshot whose items are ``item_ids``: its shards and the BM25 files over their
     live rows. The shards are merged into one holding only the live rows when ``compact`` gives a reason, or

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mmrag_core.config import Settings
+from mmrag_core.config import IndexSettings
 from mmrag_core.storage.faults import crash_point
 from mmrag_core.index.build import SpaceState, space_state_from_manifest
 from mmrag_core.storage.items import Failure
@@ -82,7 +82,7 @@ def _parquet_bytes(t: pa.Table) -> bytes:
     return buf.getvalue()
 
 
-def publish(store: Store, content: SnapshotContent, settings: Settings, parent: str | None = None,
+def publish(store: Store, content: SnapshotContent, settings: IndexSettings, parent: str | None = None,
             snapshot_id: str | None = None) -> Manifest:
     """Write the snapshot's own files, verify every file it references, write the manifest, move LATEST."""
     snapshot_id = snapshot_id or new_snapshot_id()
@@ -187,6 +187,7 @@ class Snapshot:
     items: pa.Table
     indexes: dict[str, SpaceIndex]
     lexical: LexicalIndex | None = None  # BM25 over the items' text; None for a snapshot without one
+    store: Store | None = None  # where it was opened from (a fine-tuned text model lives there too)
 
 
 def load_manifest(store: Store, snapshot_id: str | None = None) -> Manifest:
@@ -253,4 +254,4 @@ def open_snapshot(store: Store, snapshot_id: str | None = None, verify_files: bo
     for name, state in spaces_of(manifest).items():
         indexes[name] = SpaceIndex([open_shard(store, s) for s in state.shards], state.codec.spec,
                                    tombstones, state.live)
-    return Snapshot(manifest.id, manifest, items, indexes, LexicalIndex.open(store, manifest))
+    return Snapshot(manifest.id, manifest, items, indexes, LexicalIndex.open(store, manifest), store)

@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mmrag_core.ingest.catalog import catalog_table
-from mmrag_core.config import Settings
+from mmrag_core.config import IndexSettings
 from mmrag_core.index.build import (
     IndexPlan,
     ShardJob,
@@ -65,7 +65,7 @@ class IndexRequest:
     fresh: bool  # retrain codecs and encode everything again
 
 
-def index_and_publish(store: Store, request: IndexRequest, parent: Manifest | None, settings: Settings,
+def index_and_publish(store: Store, request: IndexRequest, parent: Manifest | None, settings: IndexSettings,
                       encode: Encoder | None = None) -> Manifest:
     """Index the current documents (their records stored) against ``parent`` and publish a snapshot."""
     encode = encode or encode_locally(store)
@@ -139,7 +139,7 @@ def _failures(store: Store, plan: IndexPlan, base: Manifest | None, discovery: l
     return failures_to_table(rows)
 
 
-def compact_and_publish(store: Store, parent: Manifest, settings: Settings, reason: str = "requested") -> Manifest:
+def compact_and_publish(store: Store, parent: Manifest, settings: IndexSettings, reason: str = "requested") -> Manifest:
     """A new snapshot with the parent's content, every space rewritten as one shard without tombstones."""
     tombstones = read_tombstones(store, parent)
     spaces: dict[str, SpaceState] = compact_spaces(store, spaces_of(parent), tombstones)
