@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 LINT_IMPORTS = str(Path(sys.executable).with_name("lint-imports"))
 
@@ -37,28 +39,27 @@ def _add_import(path: Path, line: str) -> None:
     path.write_text(head + sep + line + "\n" + rest)
 
 
-def test_a_later_stage_imported_by_an_earlier_one_breaks_the_contract(tmp_path: Path) -> None:
+LAYERS = "the core's stages import only earlier stages (data-flow order)"
+VIOLATIONS = {
+    "a later stage imported by an earlier one": (
+        [("mmrag_core/storage/store.py", "import mmrag_core.query.engine  # forbidden")],
+        [f"{LAYERS} BROKEN", "mmrag_core.storage.store -> mmrag_core.query.engine"]),
+    "Prefect in the core, flows imported by tasks": (
+        [("mmrag_core/query/fusion.py", "import prefect  # forbidden"), ("tasks/retries.py", "import flows.params")],
+        ["the core is plain Python: no Prefect, no Ray BROKEN", "flows -> tasks -> mmrag_core BROKEN"]),
+    "an import cycle inside a stage": (
+        [("mmrag_core/index/refine.py", "import mmrag_core.index.shards  # a cycle")],
+        ["no import cycles between modules of one stage BROKEN"]),
+}
+
+
+@pytest.mark.parametrize("case", list(VIOLATIONS))
+def test_a_forbidden_import_breaks_the_contract(tmp_path: Path, case: str) -> None:
+    edits, expected = VIOLATIONS[case]
     tree = _copy_tree(tmp_path)
-    _add_import(tree / "mmrag_core" / "storage" / "store.py", "import mmrag_core.query.engine  # forbidden")
+    for path, line in edits:
+        _add_import(tree / path, line)
     result = _lint(tree)
     assert result.returncode != 0
-    assert "the core's stages import only earlier stages (data-flow order) BROKEN" in result.stdout
-    assert "mmrag_core.storage.store -> mmrag_core.query.engine" in result.stdout
-
-
-def test_prefect_in_the_core_or_tasks_importing_flows_breaks_the_contract(tmp_path: Path) -> None:
-    tree = _copy_tree(tmp_path)
-    _add_import(tree / "mmrag_core" / "query" / "fusion.py", "import prefect  # forbidden")
-    _add_import(tree / "tasks" / "retries.py", "import flows.params  # forbidden")
-    result = _lint(tree)
-    assert result.returncode != 0
-    assert "the core is plain Python: no Prefect, no Ray BROKEN" in result.stdout
-    assert "flows -> tasks -> mmrag_core BROKEN" in result.stdout
-
-
-def test_an_import_cycle_inside_a_stage_breaks_the_contract(tmp_path: Path) -> None:
-    tree = _copy_tree(tmp_path)
-    _add_import(tree / "mmrag_core" / "index" / "refine.py", "import mmrag_core.index.shards  # a cycle")
-    result = _lint(tree)
-    assert result.returncode != 0
-    assert "no import cycles between modules of one stage BROKEN" in result.stdout
+    for line in expected:
+        assert line in result.stdout, result.stdout
