@@ -2,8 +2,8 @@
 holder, caches, token) is looked up per request rather than closed over."""
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 
@@ -16,28 +16,11 @@ from mmrag_core.service.thumbnails import ThumbnailCache
 from mmrag_core.storage.store import Store
 
 
-async def _settings(request: Request) -> Settings:
-    return request.app.state.settings
-
-
-async def _store(request: Request) -> Store:
-    return request.app.state.store
-
-
-async def _holder(request: Request) -> SnapshotHolder:
-    return request.app.state.holder
-
-
-async def _metrics(request: Request) -> ServiceMetrics:
-    return request.app.state.metrics
-
-
-async def _thumbnails(request: Request) -> ThumbnailCache:
-    return request.app.state.thumbnails
-
-
-async def _answerer(request: Request) -> Answerer:
-    return request.app.state.answerer
+def _state(name: str) -> Callable[[Request], Awaitable[Any]]:
+    """A dependency giving ``app.state.<name>`` of the app that received the request."""
+    async def get(request: Request) -> Any:
+        return getattr(request.app.state, name)
+    return get
 
 
 async def require_token(request: Request) -> None:
@@ -59,11 +42,11 @@ async def admitted(request: Request) -> AsyncIterator[None]:
         gate.leave()
 
 
-SettingsDep = Annotated[Settings, Depends(_settings)]
-StoreDep = Annotated[Store, Depends(_store)]
-HolderDep = Annotated[SnapshotHolder, Depends(_holder)]
-MetricsDep = Annotated[ServiceMetrics, Depends(_metrics)]
-ThumbnailsDep = Annotated[ThumbnailCache, Depends(_thumbnails)]
-AnswererDep = Annotated[Answerer, Depends(_answerer)]
+SettingsDep = Annotated[Settings, Depends(_state("settings"))]
+StoreDep = Annotated[Store, Depends(_state("store"))]
+HolderDep = Annotated[SnapshotHolder, Depends(_state("holder"))]
+MetricsDep = Annotated[ServiceMetrics, Depends(_state("metrics"))]
+ThumbnailsDep = Annotated[ThumbnailCache, Depends(_state("thumbnails"))]
+AnswererDep = Annotated[Answerer, Depends(_state("answerer"))]
 AUTH = [Depends(require_token)]
 ADMITTED = [Depends(admitted)]  # after AUTH: an unauthorised request takes no place
