@@ -42,9 +42,12 @@ def write_json(evaluation: Evaluation, path: str | Path) -> None:
 
 
 def plot_recall(evaluation: Evaluation, path: str | Path) -> None:
-    """A PNG of the Recall@k curves (k = 1..10), one line per system."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    """A PNG of the Recall@k curves (k = 1..10), one line per system (needs the ``plot`` extra: matplotlib)."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as e:
+        raise ValueError("--plot needs matplotlib: pip install 'mmrag[plot]'") from e
 
     fig = Figure(figsize=(6.4, 4.4), dpi=100)
     FigureCanvasAgg(fig)
