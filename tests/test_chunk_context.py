@@ -12,8 +12,8 @@ from mmrag_core.config import Settings
 from mmrag_core.ingest.encoder_inputs import text_inputs
 from mmrag_core.ingest.record_keys import config_key, record_key
 from mmrag_core.ingest.extract import extract_document
-from mmrag_core.ingest.extract.doc_context import compose
-from mmrag_core.ingest.extract.doc_facts import document_facts, readable_file_name
+from mmrag_core.ingest.extract.context.page_context import compose
+from mmrag_core.ingest.extract.context.doc_facts import document_facts, readable_file_name
 from mmrag_core.storage.items import items_to_table
 from mmrag_core.models.text_encoder import load_token_counter, resolve_text_model
 
@@ -196,8 +196,8 @@ def test_page_outline_off_gives_no_outline_items(filings: Path, tmp_path: Path) 
 
 
 def test_outline_of_a_page_without_headings_is_none() -> None:
-    from mmrag_core.ingest.extract.doc_context import PageContext
-    from mmrag_core.ingest.extract.page_headings import Heading
+    from mmrag_core.ingest.extract.context.page_context import PageContext
+    from mmrag_core.ingest.extract.context.page_headings import Heading
 
     facts = ["ACME CORP", "Form 10-K annual report"]
     assert PageContext(facts, [], 3, 40, whitespace_token_counter).outline(200) is None

@@ -12,7 +12,7 @@ from PIL import Image
 
 from mmrag_core.ingest.extract.chunking import TokenCounter, Word, chunk_words
 from mmrag_core.config import IngestSettings
-from mmrag_core.ingest.extract.doc_context import PageContext
+from mmrag_core.ingest.extract.context.page_context import PageContext
 from mmrag_core.storage.items import Failure, Item, ItemKind, item_id
 from mmrag_core.ingest.extract.ocr import OcrResult, eight_bit, ocr_image
 

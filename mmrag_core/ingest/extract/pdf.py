@@ -18,7 +18,7 @@ from PIL import Image
 
 from mmrag_core.ingest.extract.chunking import Word
 from mmrag_core.ingest.extract.common import DocContext, ExtractResult, uniform
-from mmrag_core.ingest.extract.doc_context import PageContext, pdf_page_contexts
+from mmrag_core.ingest.extract.context.page_context import PageContext, pdf_page_contexts
 from mmrag_core.ingest.extract.figures import find_figures, render_figure, words_inside
 from mmrag_core.ingest.extract.page_render import add_page_item
 from mmrag_core.ingest.extract.tables import table_words

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pymupdf
 
-from mmrag_core.ingest.extract.page_headings import LETTER, MAX_HEADING_WORDS, body_size, styled_lines
+from mmrag_core.ingest.extract.context.page_headings import LETTER, MAX_HEADING_WORDS, body_size, styled_lines
 from mmrag_core.storage.names import file_stem
 
 # Pages read for the document's facts (cover page and the one after: some covers spill over).

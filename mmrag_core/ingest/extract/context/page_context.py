@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import pymupdf
 
 from mmrag_core.ingest.extract.chunking import TokenCounter
-from mmrag_core.ingest.extract.doc_facts import document_facts
-from mmrag_core.ingest.extract.page_headings import (
+from mmrag_core.ingest.extract.context.doc_facts import document_facts
+from mmrag_core.ingest.extract.context.page_headings import (
     Heading,
     StyledLine,
     normalise,
