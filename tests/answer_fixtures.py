@@ -25,6 +25,17 @@ PAGES = {
     ("notes.pdf", 0): ["Espresso is brewed by forcing hot water through finely ground coffee beans."],
     ("notes.pdf", 1): ["The bridge was closed for repairs after the storm damaged its steel cables."],
 }
+# A cash-flow statement page as index chunks hold rows, for the extractive answerer (and a page and a document
+# it must not cite).
+STATEMENT_ROW = "Purchases of property, plant and equipment (PP&E) | 2018: (1,577) | 2017: (1,373)"
+STATEMENT_PAGES = {
+    ("3M_2018_10K.pdf", 59): ["3M Company and Subsidiaries\nConsolidated Statement of Cash Flows\n(Millions)\n"
+                              "Net income including noncontrolling interest | 2018: 5,363 | 2017: 4,869\n"
+                              f"{STATEMENT_ROW}\n"
+                              "Net cash provided by operating activities | 2018: 6,439 | 2017: 6,240"],
+    ("3M_2018_10K.pdf", 12): ["3M employs about 93,000 people worldwide in its four business segments."],
+    ("notes.pdf", 0): ["Espresso is brewed by forcing hot water through finely ground coffee beans."],
+}
 QUERIES = [
     {"query_id": "capex", "text": "What was 3M's capital expenditure in 2018?", "answer": "$1577.00"},
     {"query_id": "coffee", "text": "How is espresso made?",
@@ -34,19 +45,19 @@ QUERIES = [
 QRELS = "query_id\tcorpus_id\tscore\ncapex\t3M_2018_10K#p59\t1\ncoffee\tnotes#p0\t1\nno-answer\tnotes#p1\t1\n"
 
 
-def publish_text_snapshot(base: Path) -> Path:
-    """Publish :data:`PAGES` as a snapshot with a text space into ``base / "store"``; write
+def publish_text_snapshot(base: Path, pages: dict[tuple[str, int], list[str]] | None = None) -> Path:
+    """Publish ``pages`` (default :data:`PAGES`) as a snapshot with a text space into ``base / "store"``; write
     ``queries.jsonl`` and ``qrels.tsv`` beside it. Returns the store folder."""
     from mmrag_core.models.text_encoder import TextEncoder
 
     encoder = TextEncoder("all-MiniLM-L6-v2")
     store = Store(base / "store")
-    records = []
-    for name in sorted({doc for doc, _ in PAGES}):
+    records, pages = [], PAGES if pages is None else pages
+    for name in sorted({doc for doc, _ in pages}):
         sha, uri = hashlib.sha256(name.encode()).hexdigest(), f"/corpus/{name}"
         items = [Item(item_id(sha, "chunk", page, o), "chunk", uri, sha, page, (0.0, 0.0, 10.0, 10.0), text,
                       ordinal=o)
-                 for (doc, page), texts in PAGES.items() if doc == name for o, text in enumerate(texts)]
+                 for (doc, page), texts in pages.items() if doc == name for o, text in enumerate(texts)]
         vectors = {"text": (np.array([it.id for it in items]), encoder.encode([it.text for it in items]))}
         write_record(store, build_record(sha, uri, items, vectors, [], "mk", {}))
         records.append(read_record(store, sha))

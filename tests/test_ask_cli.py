@@ -34,6 +34,7 @@ def endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[OpenAIServer]:
         if name.startswith("MMRAG_"):
             monkeypatch.delenv(name)
     with OpenAIServer(reply=REPLY) as server:
+        monkeypatch.setenv("MMRAG_ANSWERER", "generator")
         monkeypatch.setenv("MMRAG_GENERATOR", "openai")
         monkeypatch.setenv("MMRAG_GENERATOR_BASE_URL", server.base_url)
         monkeypatch.setenv("MMRAG_GENERATOR_RETRY_DELAY_SECONDS", "0.01")
@@ -101,6 +102,12 @@ def test_eval_with_answers(base: Path, endpoint: OpenAIServer, tmp_path: Path, c
     s = answers["summary"]
     assert s["answers"] == 2 and s["invalid_citations"] == 2 and s["number_match"] == 1.0 and s["cited"] == 1.0
     assert len(endpoint.requests) == 2
+    data = json.loads(out_json.read_text())
+    (row,) = data["answer_rows"]  # MMRAG_ANSWERER=generator: the generator's answers, judged
+    assert row["answerer"] == "generator" and row["n"] == 2 and row["cited"] == 1.0
+    judged = {r["query_id"]: r for r in data["answer_judged"]}
+    assert judged["capex"]["unsupported"] == [] and judged["coffee"]["unsupported"] == ["$1,577 million"]
+    assert row["unsupported"] == 1  # the canned capex reply, citing the espresso page, states an unsupported number
 
 
 def test_eval_without_reference_answers_is_a_usage_error(base: Path, tmp_path: Path,
@@ -130,7 +137,8 @@ def test_ask_with_local_smollm2(base: Path, monkeypatch: pytest.MonkeyPatch, cap
         if name.startswith("MMRAG_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("MMRAG_GENERATOR_CACHE_DIR", str(GENERATOR_CACHE))
-    rc = main(["ask", QUESTION, "--store", str(base / "store"), "-k", "2", "--max-new-tokens", "16"])
+    rc = main(["ask", QUESTION, "--store", str(base / "store"), "-k", "2", "--max-new-tokens", "16", "--generator",
+               "local"])
     out, err = capsys.readouterr()
     assert rc == 0, err
     answer, _, sources = out.partition("\n\nsources (snapshot ")

@@ -21,8 +21,9 @@ QUESTION = "How do plants turn light into sugar?"
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     with offline_query_corpus(tmp_path_factory.mktemp("answer")) as corpus, OpenAIServer() as llm:
-        settings = Settings(store=corpus["store"].uri, service_poll_seconds=0, generator="openai",
-                            generator_model="test-model", generator_base_url=llm.base_url, generator_retries=1,
+        settings = Settings(store=corpus["store"].uri, service_poll_seconds=0, answerer="generator",
+                            generator="openai", generator_model="test-model", generator_base_url=llm.base_url,
+                            generator_retries=1,
                             generator_retry_delay_seconds=0.05)
         with live_server(create_app(settings)) as url, httpx.Client(base_url=url, timeout=60) as client:
             yield {"client": client, "llm": llm, "snapshot": corpus["store"].latest_id(), **corpus}
@@ -74,3 +75,21 @@ def test_bad_questions_and_generator_failures_are_clear(service: dict) -> None:
         events = _events(r.read().decode())
     assert events[-1][0] == "error" and "500" in events[-1][1]
     llm._failures.clear()
+
+
+def test_extractive_answer_needs_no_generator(service: dict) -> None:
+    """The extractive answerer (the default of a service without answerer='generator'), whole and streamed:
+    no request reaches the generator, and a question no statement row answers is an abstention naming the
+    closest sources."""
+    client, llm = service["client"], service["llm"]
+    before = len(llm.requests)
+    r = client.post("/answer", json={"question": QUESTION, "answerer": "extractive", "k": 3})
+    assert r.status_code == 200, r.text
+    data = r.json()
+    assert data["answerer"] == "extractive" and data["abstained"] and data["unsupported"] is False
+    assert data["snapshot"] == service["snapshot"] and 1 <= len(data["sources"]) <= 3 and data["closest"]
+    with client.stream("POST", "/answer", json={"question": QUESTION, "answerer": "extractive",
+                                               "stream": True}) as r:
+        events = _events(r.read().decode())
+    assert [e for e, _ in events] == ["answer"] and events[0][1]["answerer"] == "extractive"
+    assert len(llm.requests) == before

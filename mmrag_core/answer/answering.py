@@ -1,5 +1,6 @@
 """A cited answer: search the snapshot, give the best hits to the generator as numbered sources, stream its
-answer, and read back which sources it cites (flagging numbers that name no source)."""
+answer, and read back which sources it cites (flagging numbers that name no source) and whether every number
+it states is supported by a cited source; an unsupported answer carries the extractive answer beside it."""
 from __future__ import annotations
 
 import time
@@ -10,6 +11,8 @@ from pathlib import Path
 from mmrag_core.answer.citations import invalid_citations, parse_citations
 from mmrag_core.config import Settings
 from mmrag_core.answer.generators import Generator
+from mmrag_core.answer.number_check import check_numbers
+from mmrag_core.answer.offline import cited_pages, extractive_from_sources
 from mmrag_core.answer.prompting import Source, build_prompt, sources_from_hits
 
 NO_SOURCES_ANSWER = "No indexed content matches the question, so there is nothing to answer from."
@@ -33,6 +36,8 @@ class Answer:
     dropped_sources: int = 0
     snapshot: str | None = None
     notes: list[str] = field(default_factory=list)
+    unsupported: list[str] = field(default_factory=list)  # numbers no cited source, question or calculation gives
+    extractive: dict | None = None  # the extractive answer from the same sources, when ``unsupported``
 
     @property
     def cited_sources(self) -> list[Source]:
@@ -46,7 +51,9 @@ class Answer:
             "generator": self.generator, "snapshot": self.snapshot, "seconds": round(self.seconds, 3),
             "first_token_seconds": None if self.first_token_seconds is None else round(self.first_token_seconds, 3),
             "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-            "dropped_sources": self.dropped_sources, "notes": self.notes,
+            "dropped_sources": self.dropped_sources, "notes": self.notes, "answerer": "generator",
+            "unsupported": bool(self.unsupported), "unsupported_numbers": self.unsupported,
+            "extractive": self.extractive,
         }
 
 
@@ -71,9 +78,22 @@ def answer_from_sources(question: str, sources: Sequence[Source], generator: Gen
     text = "".join(pieces).strip()
     cited = parse_citations(text)
     notes = [f"{prompt.dropped} lower-ranked source(s) left out to fit the prompt budget"] if prompt.dropped else []
-    return Answer(question, text, prompt.sources, cited, invalid_citations(cited, len(prompt.sources)),
-                  generator.name, time.perf_counter() - t0, first, prompt.tokens, generator.count_tokens(text),
-                  prompt.dropped, notes=notes)
+    answer = Answer(question, text, prompt.sources, cited, invalid_citations(cited, len(prompt.sources)),
+                    generator.name, time.perf_counter() - t0, first, prompt.tokens, generator.count_tokens(text),
+                    prompt.dropped, notes=notes)
+    return check_answer(answer, sources)
+
+
+def check_answer(answer: Answer, sources: Sequence[Source]) -> Answer:
+    """Flag the numbers of ``answer`` that its cited sources do not support; when there are any, put the
+    extractive answer from all of ``sources`` beside it, so the reader sees what the sources do state."""
+    answer.unsupported = list(check_numbers(answer.text, answer.question,
+                                            cited_pages(answer.citations, answer.sources)).unsupported)
+    if answer.unsupported:
+        answer.extractive = extractive_from_sources(answer.question, sources).to_dict()
+        answer.notes.append("unsupported numbers (in no cited source, nor computed from one): "
+                            + ", ".join(answer.unsupported))
+    return answer
 
 
 def ask(engine, question: str, generator: Generator, settings: Settings, image: str | Path | bytes | None = None,

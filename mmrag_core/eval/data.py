@@ -52,6 +52,11 @@ def load_reference_answers(path: str | Path) -> dict[str, str]:
             if obj.get("answer") is not None and str(obj["answer"]).strip()}
 
 
+def load_query_field(path: str | Path, key: str) -> dict[str, str]:
+    """Query id -> the value of another key of a query line (``question_type``), for the queries that have it."""
+    return {qid: str(obj[key]) for qid, obj in _query_lines(path) if obj.get(key) is not None}
+
+
 def load_qrels(path: str | Path) -> Qrels:
     """Query id -> {corpus id: grade} from a ``query_id<TAB>corpus_id<TAB>score`` file (header line
     optional). Judgements with a score <= 0 (not relevant) are dropped."""

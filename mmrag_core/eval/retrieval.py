@@ -31,9 +31,11 @@ from pathlib import Path
 
 from mmrag_core.answer.generators import make_generator
 from mmrag_core.config import Settings
+from mmrag_core.eval.answerers import ANSWERERS, extractive_rows, summarise
 from mmrag_core.eval.answers import AnswerEvaluation, evaluate_answers
 from mmrag_core.eval.bm25_baseline import PageBM25
-from mmrag_core.eval.data import Qrels, load_qrels, load_queries, load_reference_answers, qrels_level
+from mmrag_core.eval.data import (Qrels, load_qrels, load_queries, load_query_field, load_reference_answers,
+                                  qrels_level)
 from mmrag_core.eval.metrics import hits_ranking, percentile_ms, score_rankings, unit_ranking
 
 log = logging.getLogger(__name__)
@@ -69,11 +71,24 @@ class Evaluation:
     snapshot: str
     queries: int
     notes: list[str] = field(default_factory=list)
-    answers: AnswerEvaluation | None = None  # with --answers only
+    answers: AnswerEvaluation | None = None  # the generator's answers, with --answers only
+    answer_judged: list[dict] | None = None  # with --answers: every answer of every answerer, judged
+
+    @property
+    def answer_rows(self) -> list[dict] | None:
+        """Per answerer: n, correct, abstained, unsupported, cited, citation precision, p50 latency."""
+        return None if self.answer_judged is None else summarise(self.answer_judged)
+
+    @property
+    def answer_rows_by_type(self) -> list[dict] | None:
+        return None if self.answer_judged is None else summarise(self.answer_judged, by_type=True)
 
     def to_json(self) -> dict:
         out = {"rows": self.rows, "snapshot": self.snapshot, "level": self.level, "queries": self.queries,
                "recall_curves": self.curves, "notes": self.notes, "rankings": self.rankings}
+        if self.answer_judged is not None:
+            out |= {"answer_rows": self.answer_rows, "answer_rows_by_type": self.answer_rows_by_type,
+                    "answer_judged": self.answer_judged}
         return {**out, "answers": self.answers.to_json()} if self.answers is not None else out
 
 
@@ -205,9 +220,10 @@ def run_evaluation(
     answers: bool = False,
     answers_limit: int | None = None,
     on_answer: Callable[[int, int, dict], None] | None = None,
+    answerers: Sequence[str] | None = None,
 ) -> Evaluation:
-    """Evaluate retrieval of the store's LATEST (or a pinned) snapshot and, with ``answers``, the cited
-    answers of the configured generator (``mmrag eval`` and the ``evaluate`` flow)."""
+    """Evaluate retrieval of the store's LATEST (or a pinned) snapshot and, with ``answers``, the answers of
+    each of ``answerers`` (default: ``settings.answerer``), judged (``mmrag eval`` and the ``evaluate`` flow)."""
     from mmrag_core.query.engine import open_engine
 
     queries, qrels = load_queries(queries_path), load_qrels(qrels_path)
@@ -217,7 +233,18 @@ def run_evaluation(
     engine = open_engine(settings, snapshot_id)
     result = evaluate(engine, queries, qrels, systems, k=k)
     if answers:
-        generator = make_generator(settings.answer, settings.models.device)
-        result.answers = evaluate_answers(engine, generator, queries, references, qrels, settings,
-                                          answers_limit, on_answer)
+        answerers = list(answerers or [settings.answerer])
+        unknown = [a for a in answerers if a not in ANSWERERS]
+        if unknown:
+            raise ValueError(f"unknown answerer(s) {unknown}; choose among {list(ANSWERERS)}")
+        types = load_query_field(queries_path, "question_type")
+        result.answer_judged = []
+        if "extractive" in answerers:
+            result.answer_judged += extractive_rows(engine, queries, references, qrels, settings, types,
+                                                    answers_limit, on_answer)
+        if "generator" in answerers:
+            generator = make_generator(settings.answer, settings.models.device)
+            result.answers = evaluate_answers(engine, generator, queries, references, qrels, settings,
+                                              answers_limit, on_answer, types)
+            result.answer_judged += result.answers.judged
     return result

@@ -124,6 +124,10 @@ _METRIC_WORDS = (
 ) + _ITEM_WORDS
 _FY = re.compile(r"\b(?:fy|fiscal(?: year)?)\s*'?((?:19|20)\d{2})\b|\b((?:19|20)\d{2})\b", re.I)
 _DECIMALS = re.compile(r"round(?:ed)?(?: your answer| the answer| answer)? to (\w+) decimal", re.I)
+# A question for a reason or for one of several named parts asks for no single value, even when it names a metric.
+_NOT_A_VALUE = re.compile(r"\bwhat (?:drove|caused|explains)\b|\bwhy\b|\bdrivers? of\b|"
+                          r"\bwhich (?:of \w+'?s? )?(?:\w+ )?(?:segments?|categor(?:y|ies)|divisions?|products?|"
+                          r"business(?:es)?|regions?)\b")
 _WORD_NUM = {"zero": 0, "one": 1, "two": 2, "three": 3, "four": 4}
 
 
@@ -159,6 +163,8 @@ def metric_of(q: str) -> str | None:
 def read_question(question: str) -> Plan | None:
     """The computation a question asks for, or None when it asks for none this module knows."""
     q = question.lower().replace("’", "'")
+    if _NOT_A_VALUE.search(q.split("?")[0]):
+        return None
     metric = metric_of(q)
     head = re.split(r"\b(?:is|are) defined as|\bdefine[sd]?\b", q, maxsplit=1)[0]
     years = sorted({int(a or b) for a, b in _FY.findall(head)}) or sorted({int(a or b) for a, b in _FY.findall(q)})

@@ -155,6 +155,8 @@ def parse_rows(lines: list[str]) -> list[Row]:
             if len(cells) != len(order):
                 continue
             years = list(order)
+        if len(set(years)) != len(years):  # year columns repeated per segment: no one value per year
+            continue
         values = {y: (a, v) for y, (_, a) in zip(years, cells, strict=True)
                   if y is not None and (v := parse_amount(a)) is not None and a.strip() != str(y)}
         if values:

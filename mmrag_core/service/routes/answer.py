@@ -1,4 +1,5 @@
-"""POST /answer: a cited answer from the served snapshot, whole (JSON) or streamed (server-sent events)."""
+"""POST /answer: a cited answer from the served snapshot (extractive by default), whole (JSON) or streamed
+(server-sent events)."""
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException
@@ -15,14 +16,18 @@ router = APIRouter()
 
 
 @router.post("/answer", dependencies=AUTH + ADMITTED,
-             summary="A cited answer from the served snapshot (stream: server-sent events)")
+             summary="A cited answer from the served snapshot, extractive by default (stream: server-sent events)")
 async def answer(body: AnswerRequest, settings: SettingsDep, answerer: AnswererDep) -> Response:
     check_text(body.question, settings.service_max_text_chars)
     if not body.question.strip():
         raise HTTPException(422, "a question is needed")
-    k = check_k(settings.answer_k if body.k is None else body.k, settings.service_max_k)
+    extractive = (body.answerer or settings.answerer) == "extractive"
+    default_k = settings.extractive_k if extractive else settings.answer_k
+    k = check_k(default_k if body.k is None else body.k, settings.service_max_k)
     if body.stream:
-        return StreamingResponse(answerer.events(body.question, k), media_type="text/event-stream")
+        return StreamingResponse(answerer.events(body.question, k, extractive), media_type="text/event-stream")
+    if extractive:
+        return JSONResponse((await run_in_threadpool(answerer.extractive, body.question, k)).to_dict())
     try:
         result = await run_in_threadpool(answerer.answer, body.question, k)
     except (GenerationError, ModelUnavailable) as e:  # the generator, not the request, failed
