@@ -45,14 +45,35 @@ def is_transient(exc: BaseException) -> bool:
         seen.add(id(exc))
         if isinstance(exc, _RAY_TRANSIENT):
             return True
+        if isinstance(exc, ray.exceptions.RayTaskError) and isinstance(exc.cause, BaseException):
+            # before the OSError test: a task's RayTaskError(OSError) is an OSError too, but one without errno
+            exc = exc.cause
+            continue
         boto = _botocore_transient(exc)
         if boto is not None:
             return boto
         if isinstance(exc, OSError):  # ConnectionError and TimeoutError included
             return not isinstance(exc, _PERMANENT_OS_ERRORS) and exc.errno not in _PERMANENT_ERRNOS
-        cause = getattr(exc, "cause", None) if isinstance(exc, ray.exceptions.RayTaskError) else None
-        exc = cause if isinstance(cause, BaseException) else exc.__cause__
+        exc = exc.__cause__
     return False
+
+
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
+def disk_full(exc: BaseException | None) -> OSError | None:
+    """The out-of-space (or quota) error behind ``exc`` (itself, what it was raised from, or a Ray task's cause),
+    or None: such a run cannot go on, and its message should say where space ran out, not show a traceback."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, ray.exceptions.RayTaskError) and isinstance(exc.cause, BaseException):
+            exc = exc.cause
+            continue
+        if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def retry_transient(task: Any, task_run: Any, state: Any) -> bool:

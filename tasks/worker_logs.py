@@ -66,3 +66,74 @@ def replay(records: list[WorkerLog], logger: logging.Logger | logging.LoggerAdap
     """Write worker records into ``logger`` (a Prefect run logger), each with the host and logger it came from."""
     for r in records:
         logger.log(r.level, "[%s] %s: %s", where, r.logger, r.message)
+
+
+class ConsoleSafety(logging.Filter):
+    """On a handler: control characters in a record's message are escaped (a file name holding a newline or an
+    ANSI escape must not break or forge a log line), and an out-of-space error keeps its one line, not a
+    traceback (the command says where space ran out)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from mmrag_core.storage.names import printable
+        from tasks.retries import disk_full
+
+        if record.exc_info and record.exc_info[1] is not None and disk_full(record.exc_info[1]) is not None:
+            record.exc_info, record.exc_text = None, None
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed record is the logging module's to report
+            return True
+        safe = printable(message)
+        if safe != message:
+            record.msg, record.args = safe, ()
+        return True
+
+
+class _DropMessages(logging.Filter):
+    """Drops records whose message starts with one of ``prefixes``."""
+
+    def __init__(self, *prefixes: str) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefixes)
+
+
+class _BelowLevel(logging.Filter):
+    """Drops records below ``level``."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= self.level
+
+
+# Libraries' lines that say nothing a user can act on in a normal run (the run's own log says what matters).
+_QUIET_LEVELS = {"bm25s": logging.WARNING, "transformers": logging.ERROR, "huggingface_hub": logging.ERROR}
+_RAY_TOKEN_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+def quiet_library_logs() -> None:
+    """Silence known noise: bm25s's DEBUG lines, transformers' and the hub's chatter, and Ray's notice that a
+    local cluster uses token authentication (it stays on; the notice is dropped). Idempotent."""
+    for name, level in _QUIET_LEVELS.items():  # a filter, not a level: bm25s sets DEBUG on its import
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _BelowLevel) for f in logger.filters):
+            logger.addFilter(_BelowLevel(level))
+    ray_token = logging.getLogger(_RAY_TOKEN_LOGGER)
+    if not any(isinstance(f, _DropMessages) for f in ray_token.filters):
+        ray_token.addFilter(_DropMessages("Token authentication is enabled"))
+
+
+def install_console_safety() -> None:
+    """Add :class:`ConsoleSafety` to every handler configured so far (the root's, Prefect's console and API
+    handlers), once each."""
+    loggers = [logging.getLogger()] + [lg for lg in logging.Logger.manager.loggerDict.values()
+                                       if isinstance(lg, logging.Logger)]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if not any(isinstance(f, ConsoleSafety) for f in handler.filters):
+                handler.addFilter(ConsoleSafety())

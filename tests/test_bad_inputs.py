@@ -76,13 +76,13 @@ CASES: dict[str, tuple[Callable[[Path, Path], object], dict[str, int], str, str]
         lambda d, p: p.write_bytes(png_header_only(20000, 20000)),
         {},
         "decode",
-        "image has 400000000 pixels, over the limit of 64000000 (max_image_pixels)",
+        "image is 20000 x 20000 = 400,000,000 pixels, over the limit of 64,000,000 (max_image_pixels)",
     ),
     "big.png": (  # over our limit, under Pillow's own bomb threshold (twice the limit)
         lambda d, p: p.write_bytes(png_header_only(3000, 2000)),
         {"max_image_pixels": 5_000_000},
         "decode",
-        "image has 6000000 pixels, over the limit of 5000000 (max_image_pixels)",
+        "image is 3000 x 2000 = 6,000,000 pixels, over the limit of 5,000,000 (max_image_pixels)",
     ),
     "cut.jpg": (
         lambda d, p: first_half(d / "images/coral/hot_dog.jpg", p),

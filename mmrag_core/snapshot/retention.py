@@ -14,7 +14,9 @@ from datetime import datetime
 from mmrag_core.config import Settings
 from mmrag_core.storage.lock import store_lock
 from mmrag_core.snapshot.open import load_manifest, read_table
-from mmrag_core.storage.store import CODECS, DOCS, LEXICAL_SHARDS, MANIFEST, SHARDS, SNAPSHOTS, Store, doc_key
+from mmrag_core.storage.store import (
+    CODECS, DOCS, LEXICAL_SHARDS, MANIFEST, SHARDS, SNAPSHOTS, Store, doc_key, is_temp_key,
+)
 
 
 @dataclass
@@ -26,6 +28,7 @@ class GcPlan:
     delete: list[str] = field(default_factory=list)
     young: list[str] = field(default_factory=list)  # unreferenced but within the grace period
     bytes: int = 0
+    temporary: list[str] = field(default_factory=list)  # orphaned temporary files among ``delete``
 
 
 def retained(store: Store, keep_last: int, keep_days: float, now: float | None = None) -> list[str]:
@@ -56,6 +59,7 @@ def plan_gc(store: Store, keep_last: int, keep_days: float, grace_seconds: float
         referenced.add(f"{SNAPSHOTS}/{sid}/{MANIFEST}")
         referenced.update(doc_key(s) for s in read_table(store, manifest, "catalog.parquet").column("sha256").to_pylist())
     dropped = set(plan.dropped_snapshots)
+    _plan_temporary(store, plan, grace_seconds, now)
     for unit, keys in _units(store).items():
         if any(k in referenced for k in keys):
             continue
@@ -68,14 +72,34 @@ def plan_gc(store: Store, keep_last: int, keep_days: float, grace_seconds: float
     return plan
 
 
+def _plan_temporary(store: Store, plan: GcPlan, grace_seconds: float, now: float) -> None:
+    """Temporary files a writer left when it died or ran out of space (anywhere in the store, also inside kept
+    units, which no manifest lists): deleted once older than the grace period, as a live writer's would not be."""
+    for key in store.find(""):
+        if not is_temp_key(key):
+            continue
+        try:
+            if now - store.modified(key) < grace_seconds:
+                continue
+            size = store.size(key)
+        except FileNotFoundError:
+            continue  # renamed into place (or removed) by a live writer meanwhile
+        plan.temporary.append(key)
+        plan.delete.append(key)
+        plan.bytes += size
+
+
 def _units(store: Store) -> dict[str, list[str]]:
     """Objects grouped by what is written and deleted together: a document record, a codec or shard
-    folder, a lexical shard folder, a snapshot folder."""
+    folder, a lexical shard folder, a snapshot folder (temporary files apart: see ``_plan_temporary``)."""
     units: dict[str, list[str]] = {}
     for key in store.find(DOCS):
-        units.setdefault(key, []).append(key)
+        if not is_temp_key(key):
+            units.setdefault(key, []).append(key)
     for top, depth in ((CODECS, 3), (SHARDS, 3), (LEXICAL_SHARDS, 2), (SNAPSHOTS, 2)):
         for key in store.find(top):
+            if is_temp_key(key):
+                continue
             parts = key.split("/")
             unit = "/".join(parts[:depth]) if len(parts) > depth else key
             units.setdefault(unit, []).append(key)
