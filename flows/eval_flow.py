@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from flows.params import SettingsOverrides, run_settings
+from flows.params import EvaluateOverrides, run_settings
 from tasks.eval_tasks import evaluate_snapshot, publish_eval_artifacts
 
 
 @flow(name="evaluate", log_prints=True)
 def evaluate_flow(queries: str, qrels: str, store: str | None = None, snapshot: str | None = None,
                   systems: list[str] | None = None, k: int = 10, answers: bool = False,
-                  answers_limit: int | None = None, overrides: SettingsOverrides | None = None) -> dict:
+                  answers_limit: int | None = None, overrides: EvaluateOverrides | None = None) -> dict:
     """Evaluate a snapshot's retrieval (Recall@k, MRR, nDCG, latency per system, beside BM25).
 
     Args:

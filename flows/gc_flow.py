@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from flows.params import SettingsOverrides, run_settings
+from flows.params import GcOverrides, run_settings
 from mmrag_core.snapshot.retention import collect_garbage
 from mmrag_core.storage.store import open_store
 from tasks.artifacts import publish_gc_artifact
@@ -13,7 +13,7 @@ from tasks.artifacts import publish_gc_artifact
 @flow(name="gc", log_prints=True)
 def gc_flow(store: str | None = None, keep_last: int | None = None, keep_days: float | None = None,
             grace_seconds: float | None = None, dry_run: bool = False,
-            overrides: SettingsOverrides | None = None) -> dict:
+            overrides: GcOverrides | None = None) -> dict:
     """Delete snapshots outside the retention rule and files no kept snapshot references.
 
     Args:

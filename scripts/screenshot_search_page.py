@@ -7,6 +7,7 @@ same way when it is missing) on a local port, opens the page in headless Chromiu
 and saves the whole page as a PNG::
 
     .venv/bin/python scripts/screenshot_search_page.py            # -> docs/img/search_page.png
+                                                                  #    and docs/img/search_page_preview.png
     .venv/bin/python scripts/screenshot_search_page.py --store ./store --query "a chart of revenue" --out x.png
 """
 from __future__ import annotations
@@ -40,8 +41,9 @@ def ensure_demo_store(store: Path, corpus: Path) -> None:
                    cwd=ROOT)
 
 
-def screenshot(store: str, query: str, out: Path, k: int, width: int) -> int:
-    """Search ``query`` on the page served from ``store`` and save the page to ``out``; returns the hit count."""
+def screenshot(store: str, query: str, out: Path, k: int, width: int, preview_out: Path | None = None) -> int:
+    """Search ``query`` on the page served from ``store`` and save the page to ``out`` (and, with
+    ``preview_out``, the enlarged view of the top hit); returns the hit count."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -70,6 +72,12 @@ def screenshot(store: str, query: str, out: Path, k: int, width: int) -> int:
             driver.set_window_size(width, driver.get_window_size()["height"] + overflow + 16)
         out.parent.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(out))
+        if preview_out is not None:  # the top hit's thumbnail clicked: its page, larger, with its box
+            driver.set_window_size(width, 1100)
+            driver.find_element(By.CSS_SELECTOR, "#results .hit img").click()
+            wait.until(lambda d: d.execute_script(
+                "const i = document.getElementById('viewer-img'); return i.complete && i.naturalWidth > 0"))
+            driver.save_screenshot(str(preview_out))
     return hits
 
 
@@ -83,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-k", type=int, default=8)
     ap.add_argument("--width", type=int, default=1280)
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "img" / "search_page.png")
+    ap.add_argument("--preview-out", type=Path, default=ROOT / "docs" / "img" / "search_page_preview.png",
+                    help="the enlarged view of the top hit ('' to skip)")
     args = ap.parse_args(argv)
     why = missing_browser()
     if why:
@@ -90,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.store == ap.get_default("store"):
         ensure_demo_store(Path(args.store), Path(args.corpus))
-    hits = screenshot(args.store, args.query, args.out, args.k, args.width)
+    hits = screenshot(args.store, args.query, args.out, args.k, args.width,
+                      args.preview_out if str(args.preview_out) not in ("", ".") else None)
     print(f"{args.out}: the search page with {hits} hits for {args.query!r}")
     return 0
 

@@ -7,11 +7,13 @@ table of failures (file, page, stage, reason). Rendering is plain functions; onl
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from prefect.artifacts import (
@@ -21,6 +23,9 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
+from mmrag_core.storage.items import is_skipped
+from mmrag_core.storage.names import printable
+
 log = logging.getLogger(__name__)
 
 SUMMARY_KEY = "mmrag-index-summary"
@@ -28,7 +33,7 @@ FAILURES_KEY = "mmrag-index-failures"
 PROGRESS_KEY = "mmrag-index-progress"
 GC_KEY = "mmrag-gc-summary"
 
-ProgressListener = Callable[[int, int, float], None]  # (done, total, elapsed seconds)
+ProgressListener = Callable[[float, int, float, int], None]  # (documents done, total, elapsed seconds, pages)
 _listeners: list[ProgressListener] = []
 
 
@@ -42,7 +47,16 @@ def progress_listener(listener: ProgressListener) -> Iterator[None]:
         _listeners.remove(listener)
 
 
-def format_eta(done: int, total: int, elapsed: float) -> str:
+def store_key(base: str, store_uri: str) -> str:
+    """An artifact key of one store (``base`` and a short id of the store's URI): the deployments of two stores
+    keep two histories in the UI, not one."""
+    uri = store_uri.rstrip("/")
+    if "://" not in uri:
+        uri = str(Path(uri).expanduser().resolve())
+    return f"{base}-{hashlib.sha256(uri.encode()).hexdigest()[:8]}"
+
+
+def format_eta(done: float, total: int, elapsed: float) -> str:
     """Time left at the rate so far, e.g. ``3m07s``; ``?`` before anything is done."""
     if done == 0:
         return "?"
@@ -51,31 +65,51 @@ def format_eta(done: int, total: int, elapsed: float) -> str:
 
 
 class RunProgress:
-    """Documents done out of ``total``: a Prefect progress artifact, and the listeners of this process."""
+    """Documents done out of ``total`` (a document partly extracted counts by its pages done), and pages: a
+    Prefect progress artifact (updated at most every ``artifact_every`` seconds), and the listeners of this
+    process."""
 
-    def __init__(self, total: int, description: str) -> None:
+    def __init__(self, total: int, description: str, store_uri: str, artifact_every: float = 2.0) -> None:
         self.total, self.description, self.t0 = total, description, time.perf_counter()
-        self.artifact_id = create_progress_artifact(0.0 if total else 100.0, key=PROGRESS_KEY,
-                                                    description=self._text(0, 0.0))
+        self.artifact_every, self.last_artifact, self.last = artifact_every, 0.0, (0.0, 0)
+        self.artifact_id = create_progress_artifact(0.0 if total else 100.0, key=store_key(PROGRESS_KEY, store_uri),
+                                                    description=self._text(0, 0.0, 0))
 
-    def _text(self, done: int, elapsed: float) -> str:
-        return f"{self.description}: {done}/{self.total} documents, ETA {format_eta(done, self.total, elapsed)}"
+    def _text(self, done: float, elapsed: float, pages: int) -> str:
+        shown = f"{done:.1f}".removesuffix(".0")
+        return (f"{self.description}: {shown}/{self.total} documents, {pages} pages, "
+                f"ETA {format_eta(done, self.total, elapsed)}")
 
-    def update(self, done: int) -> None:
-        """Report ``done`` documents; a failing API call is logged, never fatal to the run."""
+    def update(self, done: float, pages: int = 0) -> None:
+        """Report ``done`` documents and ``pages``; nothing when neither moved. A failing API call is logged,
+        never fatal to the run."""
+        done, pages = max(done, self.last[0]), max(pages, self.last[1])  # never backwards
+        if (done, pages) == self.last:
+            return
+        self.last = (done, pages)
         elapsed = time.perf_counter() - self.t0
         for listener in _listeners:
-            listener(done, self.total, elapsed)
+            listener(done, self.total, elapsed, pages)
+        now = time.perf_counter()
+        if done < self.total and now - self.last_artifact < self.artifact_every:
+            return
+        self.last_artifact = now
         try:
             update_progress_artifact(self.artifact_id, 100.0 * done / max(1, self.total),
-                                     description=self._text(done, elapsed))
+                                     description=self._text(done, elapsed, pages))
         except Exception as e:  # noqa: BLE001 - progress is for watching; the run must not fail on it
             log.warning("could not update the progress artifact: %s", e)
 
 
 def _cell(value: Any) -> str:
-    """A markdown table cell: no pipes or newlines from file names or error messages."""
-    return "" if value is None else str(value).replace("|", "\\|").replace("\n", " ")
+    """A markdown table cell: no pipes, newlines or other control characters from file names or error messages
+    (escaped, so the name still reads as it is)."""
+    return "" if value is None else printable(value).replace("|", "\\|")
+
+
+def _code(value: Any) -> str:
+    """Inline markdown code of a name: control characters escaped, no backtick to close it early."""
+    return "`" + printable(value).replace("`", "'") + "`"
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
@@ -86,8 +120,8 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 
 def failure_rows(failures: list[dict]) -> list[dict]:
     """The failures table: one row per file (or page) that could not be indexed."""
-    return [{"file": f["source_uri"], "page": f.get("page"), "stage": f["stage"], "reason": f["reason"]}
-            for f in failures]
+    return [{"file": printable(f["source_uri"]), "page": f.get("page"), "stage": f["stage"],
+             "reason": printable(f["reason"])} for f in failures]
 
 
 def summary_markdown(report: dict, store_uri: str) -> str:
@@ -96,23 +130,26 @@ def summary_markdown(report: dict, store_uri: str) -> str:
     took = f" in {seconds:.1f} s" if seconds is not None else ""
     if report.get("nothing_to_publish"):
         failures = report["failures"]
-        return (f"# Nothing to publish\n\nNo document of `{report['source']}` produced any item{took}; LATEST of "
-                f"store `{store_uri}` is unchanged.\n\n## Failures by stage\n\n" + _by_stage(failures))
+        return (f"# Nothing to publish\n\nNo document of {_code(report['source'])} produced any item{took}; LATEST "
+                f"of store {_code(store_uri)} is unchanged.\n\n## Failures by stage\n\n" + _by_stage(failures))
     if not report["published"]:
         changes = ", ".join(f"{n} {k}" for k, n in report["changes"].items())
         return (f"# Nothing changed\n\nSince snapshot `{report['snapshot']}` (LATEST, unchanged) of store "
-                f"`{store_uri}`: {changes}. Checked{took}.")
+                f"{_code(store_uri)}: {changes}. Checked{took}.")
     m = report["manifest"]
     st, c = m["stats"], m["counts"]
     head = [f"# Snapshot `{m['id']}` published{took}", "",
-            f"- store: `{store_uri}`", f"- source: `{m['source']}`", f"- parent: `{m['parent']}`" if m["parent"] else "- parent: none (the store's first snapshot)"]
+            f"- store: {_code(store_uri)}", f"- source: {_code(m['source'])}", f"- parent: `{m['parent']}`" if m["parent"] else "- parent: none (the store's first snapshot)"]
     if st.get("full_rebuild"):
         head.append(f"- full rebuild: {st['full_rebuild']}")
     if m.get("compacted"):
         head.append(f"- compacted: {m['compacted']}")
-    docs = _table(["added", "changed", "removed", "unchanged", "processed", "reused", "indexed", "failed"],
+    skipped_docs = sum(1 for f in m["failures"] if is_skipped(f))
+    docs = _table(["added", "changed", "removed", "unchanged", "processed", "reused", "indexed", "failed",
+                   "skipped (unsupported type)"],
                   [[*(st["changes"].get(k, 0) for k in ("added", "changed", "removed", "unchanged")),
-                    st.get("documents_processed"), st.get("documents_reused"), c["documents"], c["documents_failed"]]])
+                    st.get("documents_processed"), st.get("documents_reused"), c["documents"], c["documents_failed"],
+                    skipped_docs]])
     kinds = _table(["kind", "items"], [[k, n] for k, n in c["items_by_kind"].items()] + [["**all**", c["items"]]])
     spaces = _table(["space", "vectors", "index", "shards", "tombstoned", "recall@10"],
                     [[s, v["count"], v["index_type"], len(v["shards"]), v["tombstoned"], v.get("recall_at_10")]
@@ -131,30 +168,32 @@ def summary_markdown(report: dict, store_uri: str) -> str:
 
 
 def _by_stage(failures: list[dict]) -> str:
+    """Failures per stage; files skipped as unsupported types are a row of their own, not a stage's failures."""
     if not failures:
         return "none"
-    return _table(["stage", "failures"], [[s, n] for s, n in sorted(Counter(f["stage"] for f in failures).items())])
+    by_stage = Counter("skipped (unsupported type)" if is_skipped(f) else f["stage"] for f in failures)
+    return _table(["stage", "failures"], [[s, n] for s, n in sorted(by_stage.items())])
 
 
 def publish_index_artifacts(report: dict, store_uri: str) -> None:
     """The summary, and the failures table of a run that got as far as deciding what to publish."""
     source = report["manifest"]["source"] if report.get("manifest") else report.get("source", "")
-    create_markdown_artifact(summary_markdown(report, store_uri), key=SUMMARY_KEY,
-                             description=f"index of {source} into {store_uri}")
+    create_markdown_artifact(summary_markdown(report, store_uri), key=store_key(SUMMARY_KEY, store_uri),
+                             description=f"index of {printable(source)} into {printable(store_uri)}")
     if report.get("nothing_to_publish"):
         failures = report["failures"]
     elif report["published"]:
         failures = report["manifest"]["failures"]
     else:
         return
-    create_table_artifact(failure_rows(failures), key=FAILURES_KEY,
-                          description=f"files of {source} that could not be indexed ({len(failures)})")
+    create_table_artifact(failure_rows(failures), key=store_key(FAILURES_KEY, store_uri),
+                          description=f"files of {printable(source)} that could not be indexed ({len(failures)})")
 
 
 def gc_markdown(result: dict, store_uri: str) -> str:
     """The summary of a gc run."""
     verb = "would delete" if result["dry_run"] else "deleted"
-    return (f"# Snapshot gc of `{store_uri}`\n\nKept {len(result['kept'])} snapshot(s); {verb} "
+    return (f"# Snapshot gc of {_code(store_uri)}\n\nKept {len(result['kept'])} snapshot(s); {verb} "
             f"{len(result['dropped_snapshots'])} snapshot(s) and {result['deleted']} object(s), {result['bytes']} bytes; "
             f"{result['young']} unreferenced unit(s) left within the grace period.\n\n"
             + _table(["snapshot", "kept"], [[s, "yes"] for s in result["kept"]]
@@ -162,4 +201,5 @@ def gc_markdown(result: dict, store_uri: str) -> str:
 
 
 def publish_gc_artifact(result: dict, store_uri: str) -> None:
-    create_markdown_artifact(gc_markdown(result, store_uri), key=GC_KEY, description=f"gc of {store_uri}")
+    create_markdown_artifact(gc_markdown(result, store_uri), key=store_key(GC_KEY, store_uri),
+                             description=f"gc of {store_uri}")

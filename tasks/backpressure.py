@@ -18,11 +18,13 @@ class Future(Protocol[R_co]):
     def add_done_callback(self, fn: Callable) -> None: ...
 
 
-def bounded_results(submit: Callable[[int, T], Future[R_co]], items: Iterable[T], limit: int) -> Iterator[R_co]:
+def bounded_results(submit: Callable[[int, T], Future[R_co]], items: Iterable[T], limit: int,
+                    tick: Callable[[], None] | None = None, every: float = 1.0) -> Iterator[R_co]:
     """Call ``submit(n, item)`` for the items in order, keeping at most ``limit`` unfinished, and yield each
     result as its future completes (completion order). The next item is submitted before a result is
     yielded, so the caller's work on a result does not leave a slot idle. A failed future raises here, as
-    ``future.result()`` does; the ones still running are left to finish."""
+    ``future.result()`` does; the ones still running are left to finish. ``tick`` is called every ``every``
+    seconds while waiting (progress between results)."""
     if limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
     done: queue.SimpleQueue = queue.SimpleQueue()
@@ -40,7 +42,11 @@ def bounded_results(submit: Callable[[int, T], Future[R_co]], items: Iterable[T]
 
     fill()
     while running:
-        fut = done.get()
+        try:
+            fut = done.get(timeout=every) if tick is not None else done.get()
+        except queue.Empty:
+            tick()
+            continue
         running -= 1
         fill()
         yield fut.result()

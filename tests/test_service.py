@@ -4,6 +4,7 @@ published snapshot under load."""
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import statistics
 import threading
@@ -27,7 +28,7 @@ Image = pytest.importorskip("PIL.Image")
 
 TOKEN = "test-token-123"
 LIMITS = {"service_max_k": 20, "service_max_image_bytes": 200_000, "service_max_image_pixels": 1_000_000,
-          "service_max_body_bytes": 1_000_000, "service_max_text_chars": 2000}
+          "service_max_body_bytes": 1_000_000, "service_max_text_chars": 2000, "service_max_batch": 3}
 
 
 @pytest.fixture(scope="module")
@@ -359,3 +360,151 @@ def _wait(condition, timeout: float = 60.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+def test_search_get_is_post_query_as_a_link(service: dict) -> None:
+    """GET /search?q=... answers as POST /query does (same model, auth, limits); a client's mistakes are 4xx."""
+    client = service["client"]
+    posted = _query(client, text="How do plants turn light into sugar?", k=3).json()
+    got = client.get("/search", params={"q": "How do plants turn light into sugar?", "k": 3})
+    assert got.status_code == 200, got.text
+    assert [h["id"] for h in got.json()["hits"]] == [h["id"] for h in posted["hits"]]
+    assert got.json()["hits"][0]["thumbnail_url"] == posted["hits"][0]["thumbnail_url"]
+    only = client.get("/search", params={"q": "espresso", "k": 20, "kind": "image", "dedupe": "false"}).json()
+    assert only["hits"] and {h["kind"] for h in only["hits"]} == {"image"}
+    pages = client.get("/search", params={"q": "espresso coffee", "k": 20, "pages": "2-2", "kind": "chunk"}).json()
+    assert pages["hits"] and {h["page"] for h in pages["hits"]} == {2}
+    doc = client.get("/search", params={"q": "bridge", "k": 20, "doc": "notes.pdf", "kind": "chunk"}).json()
+    assert doc["hits"] and all(h["source_uri"].endswith("notes.pdf") for h in doc["hits"])
+    for params, status in (({}, 422), ({"q": ""}, 422), ({"q": "x", "k": 0}, 422), ({"q": "x", "k": "many"}, 422),
+                           ({"q": "x", "strategy": "magic"}, 422), ({"q": "x", "kind": "poem"}, 422),
+                           ({"q": "x", "pages": "z"}, 422), ({"q": "x" * 2001}, 413),
+                           ({"q": "x", "spaces": "nonsense"}, 400)):
+        r = client.get("/search", params=params)
+        assert r.status_code == status, (params, r.status_code, r.text)
+    assert httpx.get(service["url"] + "/search", params={"q": "x"}).status_code == 401
+    spec = client.get("/openapi.json").json()
+    strategy = next(p for p in spec["paths"]["/search"]["get"]["parameters"] if p["name"] == "strategy")
+    assert "Strategy" in json.dumps(strategy["schema"])
+    assert spec["components"]["schemas"]["Strategy"]["enum"] == ["late", "early", "cascade", "unified"]
+    hit_page = spec["components"]["schemas"]["HitOut"]["properties"]["page"]["description"]
+    assert "0-based" in hit_page and "p. N" in hit_page
+    assert spec["components"]["schemas"]["QueryRequest"]["properties"]["strategy"]["anyOf"][0]["enum"] == [
+        "late", "early", "cascade", "unified"]
+
+
+def test_query_batch(service: dict) -> None:
+    client = service["client"]
+    questions = ["How do plants turn light into sugar?", "espresso coffee", "storm bridge"]
+    r = client.post("/query/batch", json={"queries": [{"text": q, "k": 2} for q in questions]})
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert len(results) == 3 and all(res["snapshot"] == service["snapshot"] for res in results)
+    assert [res["hits"][0]["snippet"] for res in results] == [SENTENCES[1], SENTENCES[5], SENTENCES[2]]
+    assert all(len(res["hits"]) == 2 and res["hits"][0]["thumbnail_url"].startswith(service["url"])
+               for res in results)
+    too_many = client.post("/query/batch", json={"queries": [{"text": "x"}] * 4})
+    assert too_many.status_code == 422 and "service_max_batch" in too_many.json()["detail"]
+    bad = client.post("/query/batch", json={"queries": [{"text": "x"}, {"text": "y", "strategy": "magic"}]})
+    assert bad.status_code == 422 and bad.json()["detail"].startswith("query 1: unknown strategy")
+    for body in ({"queries": []}, {"queries": [{"k": 2}]}, {"text": "x"}, {"queries": "x"}):
+        assert client.post("/query/batch", json=body).status_code == 422, body
+    assert client.post("/query/batch", json={"queries": [{"text": "x", "k": 99}]}).status_code == 422
+    assert client.post("/query/batch", json={"queries": [{"text": "x", "spaces": ["no"]}]}).status_code == 400
+    assert client.post("/query/batch", content=b"{not json", headers={"Content-Type": "application/json"}
+                       ).status_code == 422
+    assert httpx.post(service["url"] + "/query/batch", json={"queries": [{"text": "x"}]}).status_code == 401
+
+
+def test_preview_is_the_whole_page_larger_with_the_box(service: dict) -> None:
+    client = service["client"]
+    hit = _query(client, text="vaccine trial volunteers", k=1).json()["hits"][0]
+    r = client.get(hit["thumbnail_url"].replace("/thumbnails/", "/previews/"))
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png" and "x-thumbnail-error" not in r.headers
+    page = Image.open(io.BytesIO(r.content)).convert("RGB")
+    assert max(page.size) == 1000 and page.size[1] > page.size[0]  # service_preview_px, the whole portrait page
+    pixels = np.asarray(page).reshape(-1, 3)
+    assert (np.abs(pixels.astype(int) - (255, 196, 0)).sum(axis=1) < 30).sum() > 500  # the box, outlined
+    assert client.get(hit["thumbnail_url"].replace("/thumbnails/", "/previews/")).content == r.content  # cached
+    sid = service["snapshot"]
+    assert client.get(f"/previews/{sid}/123456789").status_code == 404
+    assert client.get(f"/previews/20000101T000000000000Z/{hit['id']}").status_code == 404
+    assert httpx.get(f"{service['url']}/previews/{sid}/{hit['id']}").status_code == 401
+
+
+def test_sources_serve_only_catalogued_files(service: dict) -> None:
+    """GET /sources/{snapshot}/{item_id}: the file behind a hit, with the token, for items of a published
+    snapshot only; nothing named by a path in the request."""
+    client, sid, url = service["client"], service["snapshot"], service["url"]
+    hit = _query(client, text="vaccine trial volunteers", k=1).json()["hits"][0]
+    r = client.get(f"/sources/{sid}/{hit['id']}")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/pdf", r.text
+    assert r.content == Path(hit["source_uri"]).read_bytes()
+    assert r.headers["content-disposition"].startswith("inline") and "notes.pdf" in r.headers["content-disposition"]
+    assert httpx.get(f"{url}/sources/{sid}/{hit['id']}").status_code == 401
+    for path in (f"/sources/{sid}/123456789", f"/sources/20000101T000000000000Z/{hit['id']}",
+                 f"/sources/not-a-snapshot/{hit['id']}", f"/sources/..%2F..%2Fetc/{hit['id']}",
+                 f"/sources/{sid}/..%2F..%2F..%2Fetc%2Fpasswd", "/sources/../../etc/passwd",
+                 f"/sources/{sid}/{hit['id']}/..%2F..%2Fetc%2Fpasswd"):
+        r = client.get(path)
+        assert r.status_code in (404, 422), (path, r.status_code)
+        assert b"root:" not in r.content
+
+
+def test_info(service: dict) -> None:
+    data = service["client"].get("/info").json()
+    assert data["snapshot"] == service["snapshot"] and data["store"] == service["store"].uri
+    assert data["documents"] == 3 and data["items"] == 9 and data["pages"] >= 3 and data["published"]
+    assert data["image_search"] and data["spaces"] == ["image", "text"] and data["serve_sources"]
+    assert httpx.get(service["url"] + "/info").status_code == 401
+
+
+def test_docs_are_served_offline(service: dict) -> None:
+    """/docs loads Swagger UI from this service (fastapi-offline), not a CDN, under its own CSP."""
+    url = service["url"]
+    r = httpx.get(url + "/docs")
+    assert r.status_code == 200 and "/docs-assets/swagger-ui-bundle.js" in r.text and "cdn" not in r.text
+    csp = r.headers["content-security-policy"]
+    assert "script-src 'self' 'sha256-" in csp and "default-src 'none'" in csp
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        assert httpx.get(f"{url}/docs-assets/{asset}").status_code == 200  # no token needed, like /docs
+
+
+def test_proxy_headers_and_root_path(corpus: dict) -> None:
+    """Behind a reverse proxy (trusted: service_forwarded_allow_ips) serving under service_root_path, the
+    thumbnail URLs and /docs carry the client's scheme, host and prefix; service_serve_sources=false: 404."""
+    settings = Settings(store=corpus["store"].uri, service_poll_seconds=0, service_root_path="/mmrag/",
+                        service_serve_sources=False)
+    forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "search.example.org",
+                 "X-Forwarded-For": "203.0.113.9"}
+    with live_server(create_app(settings)) as url, httpx.Client(base_url=url, timeout=60) as client:
+        for path in ("/query", "/mmrag/query"):  # the proxy strips the prefix, or passes it on
+            hit = client.post(path, json={"text": "storm bridge", "k": 1}, headers=forwarded).json()["hits"][0]
+            assert hit["thumbnail_url"].startswith("https://search.example.org/mmrag/thumbnails/"), hit
+        plain = client.post("/query", json={"text": "storm bridge", "k": 1}).json()["hits"][0]
+        assert plain["thumbnail_url"].startswith(f"{url}/mmrag/thumbnails/")
+        docs = client.get("/docs", headers=forwarded).text
+        assert "'/mmrag/openapi.json'" in docs and "/mmrag/docs-assets/swagger-ui-bundle.js" in docs
+        r = client.get(f"/sources/{plain['thumbnail_url'].split('/')[-2]}/{plain['id']}")
+        assert r.status_code == 404 and "service_serve_sources" in r.json()["detail"]
+        assert client.get("/info").json()["serve_sources"] is False
+
+
+def test_forwarded_headers_only_from_trusted_peers() -> None:
+    import asyncio
+
+    from mmrag_core.service.guards import ForwardedHeadersMiddleware
+
+    seen: list[dict] = []
+
+    async def app(scope, _receive, _send) -> None:
+        seen.append(scope)
+
+    headers = [(b"host", b"10.0.0.5:8000"), (b"x-forwarded-host", b"search.example.org"),
+               (b"x-forwarded-proto", b"https")]
+    for trusted, peer, host, scheme in (("127.0.0.1", "127.0.0.1", b"search.example.org", "https"),
+                                        ("127.0.0.1", "198.51.100.7", b"10.0.0.5:8000", "http"),
+                                        ("*", "198.51.100.7", b"search.example.org", "https")):
+        scope = {"type": "http", "headers": headers, "client": (peer, 1234), "scheme": "http"}
+        asyncio.run(ForwardedHeadersMiddleware(app, trusted)(scope, None, None))
+        assert dict(seen[-1]["headers"])[b"host"] == host and seen[-1]["scheme"] == scheme, (trusted, peer)

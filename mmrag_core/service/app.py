@@ -1,5 +1,6 @@
-"""The query service's FastAPI app: POST /query, POST /answer, GET /snapshots, /thumbnails/{snapshot}/{item_id},
-/healthz, /metrics, the search page at / and the OpenAPI docs at /docs. The routes live in
+"""The query service's FastAPI app: POST /query, GET /search, POST /query/batch, POST /answer, GET /snapshots,
+/info, /thumbnails/..., /previews/..., /sources/..., /healthz, /metrics, the search page at / and the OpenAPI docs
+at /docs (Swagger UI from the fastapi-offline package under /docs-assets). The routes live in
 :mod:`mmrag_core.service.routes`; this module wires one app's shared state, middleware and routers."""
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 
 from mmrag_core.config import Settings
 from mmrag_core.service.answers import Answerer
-from mmrag_core.service.guards import (AdmissionGate, BodySizeLimitMiddleware, SecurityHeadersMiddleware,
-                                       token_checker)
+from mmrag_core.service.guards import (AdmissionGate, BodySizeLimitMiddleware, ForwardedHeadersMiddleware,
+                                       SecurityHeadersMiddleware, token_checker)
 from mmrag_core.service.metrics import MetricsMiddleware, ServiceMetrics
 from mmrag_core.service.routes import answer, health, pages, query, snapshots
 from mmrag_core.service.snapshot_holder import NoSnapshot, SnapshotHolder
@@ -37,8 +39,9 @@ def create_app(settings: Settings, store: Store | None = None, pinned_snapshot: 
         finally:
             await run_in_threadpool(holder.stop)
 
-    app = FastAPI(title="mmrag query service", lifespan=lifespan,
-                  description="Multimodal search over the published mmrag snapshot of a store.")
+    app = FastAPI(title="mmrag query service", lifespan=lifespan, docs_url=None,  # /docs: routes/pages.py
+                  description="Multimodal search over the published mmrag snapshot of a store. Every `page` is "
+                              "0-based (the first page is 0); pages shown to people are 1-based ('p. N').")
     app.state.settings = settings
     app.state.store = store
     app.state.holder = holder
@@ -50,6 +53,9 @@ def create_app(settings: Settings, store: Store | None = None, pinned_snapshot: 
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.service_max_body_bytes)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(ForwardedHeadersMiddleware, trusted_hosts=settings.service_forwarded_allow_ips,
+                       root_path=settings.service_root_path)
+    app.mount(pages.DOCS_ASSETS, StaticFiles(directory=pages.SWAGGER_UI_DIR), name="docs-assets")
 
     @app.exception_handler(NoSnapshot)
     async def no_snapshot(_request: Request, e: NoSnapshot) -> JSONResponse:

@@ -61,18 +61,29 @@ def check_image(data: bytes, max_bytes: int, max_pixels: int) -> bytes:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             width, height = Image.open(io.BytesIO(data)).size
-    except Image.DecompressionBombError:
-        width = height = max_pixels + 1
+    except Image.DecompressionBombError as e:  # over twice Pillow's own limit: its message has the true count
+        raise refuse(413, f"image has {_bomb_pixels(e)} pixels; the limit is {max_pixels:,} "
+                          "(service_max_image_pixels)") from e
     except Exception as e:
         raise refuse(400, f"image could not be decoded: {e}") from e
     if width * height > max_pixels:
-        raise refuse(413, f"image has {width * height} pixels; the limit is {max_pixels} (service_max_image_pixels)")
+        raise refuse(413, f"image is {width} x {height} = {width * height:,} pixels; the limit is {max_pixels:,} "
+                          "(service_max_image_pixels)")
     try:  # now that the size is known to be bounded: decode every pixel, so a truncated file is a 400, not a 500
         with Image.open(io.BytesIO(data)) as img:
             img.load()
     except Exception as e:
         raise refuse(400, f"image could not be decoded: {e}") from e
     return data
+
+
+def _bomb_pixels(error: Exception) -> str:
+    """The pixel count (width x height) a DecompressionBombError reports, e.g. ``2,500,000,000``; Pillow raises it
+    from the header, before any pixel is decoded."""
+    import re
+
+    found = re.search(r"\((\d+) pixels\)", str(error))
+    return f"{int(found.group(1)):,}" if found else "more than Pillow's decompression-bomb limit of"
 
 
 class AdmissionGate:
@@ -175,3 +186,34 @@ class _BodyTooLarge(Exception):
     def __init__(self, size: int) -> None:
         super().__init__(size)
         self.size = size
+
+
+class ForwardedHeadersMiddleware:
+    """Behind a reverse proxy: from a trusted peer (``service_forwarded_allow_ips``), X-Forwarded-Host becomes
+    the request's Host and X-Forwarded-Proto/-For its scheme and client (uvicorn's middleware), so the URLs
+    the service builds (``thumbnail_url``) are the ones the client used; other peers' headers are ignored.
+    uvicorn knows no X-Forwarded-Host, hence this wrapper (``mmrag serve`` turns uvicorn's own off). A
+    ``root_path`` (service_root_path, the proxy's prefix) is set on every request, as FastAPI's own root_path
+    would (that parameter is deprecated)."""
+
+    def __init__(self, app: ASGIApp, trusted_hosts: str, root_path: str = "") -> None:
+        from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+        self.app = app
+        self.proxy = ProxyHeadersMiddleware(app, trusted_hosts)  # type: ignore[arg-type]
+        self.root_path = root_path.rstrip("/")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.root_path:
+            scope = {**scope, "root_path": self.root_path}
+        peer = scope.get("client")
+        if peer and peer[0] in self.proxy.trusted_hosts:
+            forwarded = [v for k, v in scope["headers"] if k == b"x-forwarded-host"]
+            host = forwarded[0].split(b",")[0].strip() if forwarded else b""
+            if host:
+                scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k != b"host"]
+                         + [(b"host", host)]}
+        await self.proxy(scope, receive, send)  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from mmrag_core.config import Settings
 from mmrag_core.answer.prompting import Source, sources_from_hits
@@ -33,6 +34,18 @@ class Answer:
     hits: list[Hit]
 
 
+class LockedEngine:
+    """An engine whose searches take a lock (its encoders are shared and not thread-safe); the rest as is."""
+
+    def __init__(self, engine: QueryEngine, lock: threading.Lock) -> None:
+        self._engine, self._lock = engine, lock
+        self.snapshot = engine.snapshot
+
+    def search(self, *args: Any, **kwargs: Any) -> list:
+        with self._lock:
+            return self._engine.search(*args, **kwargs)
+
+
 class SnapshotHolder:
     def __init__(self, store: Store, settings: Settings, pinned: str | None = None,
                  on_swap: Callable[[str], None] | None = None,
@@ -50,6 +63,7 @@ class SnapshotHolder:
         self._search_lock = threading.Lock()
         self._other_items: OrderedDict[str, tuple] = OrderedDict()  # items of a few older snapshots
         self._other_items_lock = threading.Lock()
+        self._catalogs: OrderedDict[str, frozenset[str]] = OrderedDict()  # source URIs of a few snapshots
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -77,6 +91,11 @@ class SnapshotHolder:
                                  dedupe=dedupe)
         return Answer(engine.snapshot.id, hits)
 
+    def locked_engine(self) -> LockedEngine:
+        """The served engine for a request that searches more than once (the extractive answerer): one
+        snapshot throughout, each search under the search lock."""
+        return LockedEngine(self.engine, self._search_lock)
+
     def sources(self, question: str, k: int) -> tuple[str, list[Source]]:
         """The served snapshot's id and the numbered sources of its top ``k`` hits for ``question``."""
         engine = self.engine
@@ -103,6 +122,21 @@ class SnapshotHolder:
         items, rows = entry
         row = rows.get(int(item_id))
         return None if row is None else items.slice(row, 1).to_pylist()[0]
+
+    def catalog_uris(self, snapshot_id: str) -> frozenset[str]:
+        """The source URIs a published snapshot's catalog names (empty when it is unknown): the only files
+        the service may hand out."""
+        with self._other_items_lock:
+            uris = self._catalogs.get(snapshot_id)
+            if uris is None:
+                try:
+                    catalog = read_table(self.store, load_manifest(self.store, snapshot_id), "catalog.parquet")
+                except (SnapshotError, OSError, KeyError):
+                    return frozenset()
+                uris = self._catalogs[snapshot_id] = frozenset(catalog.column("uri").to_pylist())
+                while len(self._catalogs) > 4:
+                    self._catalogs.popitem(last=False)
+        return uris
 
     # ---- swapping --------------------------------------------------------------------------------------------
 

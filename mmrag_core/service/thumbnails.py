@@ -59,6 +59,40 @@ def render_thumbnail(store: Store, settings: Settings, row: dict, max_side: int)
     return png_thumbnail(img, max_side)[0]
 
 
+def render_preview(store: Store, settings: Settings, row: dict, max_side: int) -> bytes:
+    """PNG of the item's whole page (or image) at most ``max_side`` pixels long, its box outlined: the enlarged
+    view of a thumbnail, where the hit sits on its page. Falls back to the stored picture when the source
+    cannot be read. Raises OSError or ValueError when neither gives one."""
+    try:
+        with local_path(row["source_uri"], storage_options_for(row["source_uri"], settings.s3_endpoint_url)) as path:
+            with open(path, "rb") as f:
+                is_pdf = f.read(5) == b"%PDF-"
+            if is_pdf:
+                box = None if row["kind"] == ItemKind.PAGE else row.get("bbox")
+                img = _render_pdf(path, {**row, "kind": ItemKind.CHUNK, "bbox": box}, max_side)  # box marked
+            else:
+                img = _open_image(path, {**row, "bbox": None}, settings.max_image_pixels)
+                img = _outline(img.convert("RGB"), row.get("bbox"), max_side)
+    except (OSError, ValueError):
+        if row["kind"] not in (ItemKind.FIGURE, ItemKind.IMAGE, ItemKind.PAGE):
+            raise
+        stored = _stored_image(store, row)
+        if stored is None:
+            raise
+        img = Image.open(io.BytesIO(stored))
+    return png_thumbnail(img, max_side)[0]
+
+
+def _outline(img: Image.Image, bbox: list[float] | None, max_side: int) -> Image.Image:
+    """``img`` with ``bbox`` (pixels) outlined, unless the box is the whole image."""
+    if bbox:
+        x0, y0, x1, y1 = bbox
+        if x1 > x0 and y1 > y0 and (round(x1 - x0), round(y1 - y0)) != img.size:
+            ImageDraw.Draw(img).rectangle([x0, y0, x1, y1], outline=HIGHLIGHT,
+                                          width=max(2, max(img.size) // 200))
+    return img
+
+
 def placeholder(kind: str, max_side: int) -> bytes:
     """A grey tile naming the item's kind, for items whose picture cannot be produced."""
     img = Image.new("RGB", (max_side, max_side * 3 // 4), (225, 225, 225))

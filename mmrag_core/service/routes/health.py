@@ -13,7 +13,9 @@ metrics_router = APIRouter()  # mounted last, where /metrics always was in the O
 @router.get("/healthz", summary="Liveness and the served snapshot (no token needed)")
 async def healthz(holder: HolderDep) -> JSONResponse:
     sid = holder.snapshot_id
-    return JSONResponse({"status": "ok" if sid else "no snapshot", "snapshot": sid}, status_code=200 if sid else 503)
+    missing = {} if sid or holder.store.root_exists() else {"detail": f"store {holder.store.uri} does not exist"}
+    return JSONResponse({"status": "ok" if sid else "no snapshot", "snapshot": sid, **missing},
+                        status_code=200 if sid else 503)
 
 
 @metrics_router.get("/metrics", dependencies=AUTH, response_class=Response, summary="Prometheus metrics")

@@ -1,13 +1,17 @@
-"""POST /query: search the served snapshot by text (JSON) or by image with optional text (multipart); the request
-and response models and the parsing that checks a query's limits (4xx) before it reaches the engine."""
+"""POST /query: search the served snapshot by text (JSON) or by image with optional text (multipart); GET /search
+(the same text search as a link: curl, a browser's address bar); POST /query/batch (many text queries in one
+request). The request and response models and the parsing that checks a query's limits (4xx) before it reaches
+the engine."""
 from __future__ import annotations
 
 import json
 import time
+from enum import StrEnum
+from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, WithJsonSchema
 from starlette.datastructures import UploadFile
 
 from mmrag_core.config import Settings
@@ -15,6 +19,14 @@ from mmrag_core.query.engine import RANKED_LISTS, STRATEGIES
 from mmrag_core.query.filters import FILTER_KEYS, QueryFilters
 from mmrag_core.service.guards import check_image, check_k, check_text
 from mmrag_core.service.routes.deps import ADMITTED, AUTH, HolderDep, SettingsDep
+from mmrag_core.service.snapshot_holder import Answer
+
+# In the OpenAPI schema an enum; checked by _checked (a 422 that names the choices), not by pydantic.
+StrategyName = Annotated[str, WithJsonSchema({"type": "string", "enum": list(STRATEGIES)})]
+Strategy = StrEnum("Strategy", {s: s for s in STRATEGIES})  # GET /search's parameter
+PAGE_0_BASED = ("0-based page number (the first page is 0); the search page and the CLI show it to people as "
+                "'p. N' with N = page + 1.")
+
 
 class QueryRequest(BaseModel):
     """A text query (JSON). For an image query send multipart/form-data with an ``image`` file part and
@@ -24,7 +36,7 @@ class QueryRequest(BaseModel):
     model_config = {"extra": "forbid"}
     text: str = Field(..., description="Query text.")
     k: int | None = Field(None, description="Hits to return (default: the k setting; at most service_max_k).")
-    strategy: str | None = Field(None, description=f"How ranked lists are produced and combined, among "
+    strategy: StrategyName | None = Field(None, description=f"How ranked lists are produced and combined, among "
                                  f"{list(STRATEGIES)} (default: the fusion_strategy setting).")
     filters: dict | None = Field(None, description=f"Metadata filters applied inside the search, keys among "
                                  f"{list(FILTER_KEYS)}: source (URI prefix or list), doc (file name, name or sha256, "
@@ -40,7 +52,7 @@ class HitOut(BaseModel):
     score: float
     kind: str = Field(description="chunk, figure, image or page.")
     source_uri: str
-    page: int = Field(description="0-based page.")
+    page: int = Field(description=PAGE_0_BASED)
     bbox: list[float] | None = Field(description="[x0, y0, x1, y1] in PDF points (pixels for images).")
     snippet: str
     caption: str | None = None
@@ -56,6 +68,18 @@ class QueryResponse(BaseModel):
     snapshot: str = Field(description="The snapshot that answered (every hit comes from it).")
     took_ms: float
     hits: list[HitOut]
+
+
+class BatchRequest(BaseModel):
+    """Many text queries in one request (at most service_max_batch), each as POST /query's JSON body."""
+
+    model_config = {"extra": "forbid"}
+    queries: list[QueryRequest] = Field(..., min_length=1, description="The queries, answered in this order "
+                                        "(at most service_max_batch).")
+
+
+class BatchResponse(BaseModel):
+    results: list[QueryResponse] = Field(description="One answer per query, in the request's order.")
 
 
 MULTIPART_SCHEMA = {"type": "object", "required": ["image"], "properties": {
@@ -76,12 +100,77 @@ router = APIRouter()
              summary="Search by text (JSON) or by image, with optional text (multipart)")
 async def query(request: Request, settings: SettingsDep, holder: HolderDep) -> dict:
     text, image, k, spaces, options = await _parse_query(request, settings)
+    return await _search(request, holder, text, image, k, spaces, options)
+
+
+@router.get("/search", dependencies=AUTH + ADMITTED, response_model=QueryResponse,
+            summary="Search by text from a URL: /search?q=...&k=... (the same answer as POST /query)")
+async def search(request: Request, settings: SettingsDep, holder: HolderDep,
+                 q: Annotated[str, Query(min_length=1, description="Query text.")],
+                 k: Annotated[int | None, Query(description="Hits to return (default: the k setting).")] = None,
+                 strategy: Annotated[Strategy | None, Query(description="Fusion strategy (default: the "
+                                                            "fusion_strategy setting).")] = None,
+                 doc: Annotated[list[str] | None, Query(description="Only these documents (file name, name or "
+                                                        "sha256); repeat for several.")] = None,
+                 kind: Annotated[list[str] | None, Query(description="Only these kinds (chunk, figure, image, "
+                                                         "page); repeat for several.")] = None,
+                 source: Annotated[list[str] | None, Query(description="Only sources under this URI prefix; "
+                                                           "repeat for several.")] = None,
+                 pages: Annotated[str | None, Query(description="Page range 'A-B', 0-based like 'page'.")] = None,
+                 dedupe: Annotated[bool | None, Query(description="One hit per page (default: the dedupe_pages "
+                                                      "setting).")] = None,
+                 spaces: Annotated[str | None, Query(description="Comma-separated ranked lists to fuse.")] = None
+                 ) -> dict:
+    """A GET form of POST /query's text search, so a result list can be a link or a curl line."""
+    filters = {name: value for name, value in (("doc", doc), ("kind", kind), ("source", source), ("pages", pages))
+               if value}
+    k, options = _checked(settings, q, k, strategy.value if strategy else None, filters or None, dedupe)
+    names = [n.strip() for n in (spaces or "").split(",") if n.strip()] or None
+    return await _search(request, holder, q, None, k, names, options)
+
+
+@router.post("/query/batch", dependencies=AUTH + ADMITTED, response_model=BatchResponse,
+             summary="Many text queries in one request (at most service_max_batch), answered in order")
+async def query_batch(body: BatchRequest, request: Request, settings: SettingsDep, holder: HolderDep) -> dict:
+    """One round trip (and one admission place) for an evaluation or a script's list of questions."""
+    if len(body.queries) > settings.service_max_batch:
+        raise HTTPException(422, f"{len(body.queries)} queries; the limit is {settings.service_max_batch} "
+                                 "(service_max_batch)")
+    checked = []
+    for n, q in enumerate(body.queries):
+        try:
+            k, options = _checked(settings, q.text, q.k, q.strategy, q.filters, q.dedupe)
+        except HTTPException as e:
+            raise HTTPException(e.status_code, f"query {n}: {e.detail}") from None
+        checked.append((q.text, k, q.spaces, options))
+
+    def run_all() -> list[tuple[Answer, float]]:
+        out = []
+        for n, (text, k, spaces, options) in enumerate(checked):
+            start = time.perf_counter()
+            try:
+                answer = holder.search(text, None, k, spaces, **options)
+            except ValueError as e:
+                raise HTTPException(400, f"query {n}: {e}") from e
+            out.append((answer, round((time.perf_counter() - start) * 1000, 2)))
+        return out
+
+    return {"results": [_response(request, answer, took) for answer, took in await run_in_threadpool(run_all)]}
+
+
+async def _search(request: Request, holder: HolderDep, text: str | None, image: bytes | None, k: int,
+                  spaces: list[str] | None, options: dict) -> dict:
     start = time.perf_counter()
     try:
         answer = await run_in_threadpool(lambda: holder.search(text, image, k, spaces, **options))
     except ValueError as e:
         raise HTTPException(400, str(e)) from e
-    took = round((time.perf_counter() - start) * 1000, 2)
+    return _response(request, answer, round((time.perf_counter() - start) * 1000, 2))
+
+
+def _response(request: Request, answer: Answer, took: float) -> dict:
+    """The QueryResponse of ``answer``: each hit with its thumbnail URL (built from the request's scheme, Host
+    and root path, so it is right behind a reverse proxy)."""
     # url_for walks the routes: once per response, not once per hit (0.5 ms a call measured on a busy machine)
     thumbnails_at = str(request.url_for("thumbnail", snapshot=answer.snapshot, item_id="0")).removesuffix("/0")
     hits = [{**h.to_dict(), "thumbnail_url": f"{thumbnails_at}/{h.id}"} for h in answer.hits]
@@ -136,6 +225,13 @@ async def _parse_query(request: Request, settings: Settings) -> tuple[str | None
     else:
         raise HTTPException(415, "send application/json ({\"text\": ..., \"k\": ...}) or multipart/form-data "
                                  "with an 'image' file part")
+    k, options = _checked(settings, text, k, strategy, filters, dedupe)
+    return text, image, k, spaces, options
+
+
+def _checked(settings: Settings, text: str | None, k: int | None, strategy: str | None, filters: object,
+             dedupe: bool | None) -> tuple[int, dict]:
+    """(k, {strategy, filters, dedupe}) of one query, its limits checked (4xx)."""
     check_text(text, settings.service_max_text_chars)
     if strategy is not None and strategy not in STRATEGIES:
         raise HTTPException(422, f"unknown strategy {strategy!r}; choose among {list(STRATEGIES)}")
@@ -144,4 +240,4 @@ async def _parse_query(request: Request, settings: Settings) -> tuple[str | None
     except ValueError as e:
         raise HTTPException(422, f"bad filters: {e}") from None
     options = {"strategy": strategy, "filters": parsed, "dedupe": dedupe}
-    return text, image, check_k(settings.k if k is None else k, settings.service_max_k), spaces, options
+    return check_k(settings.k if k is None else k, settings.service_max_k), options
