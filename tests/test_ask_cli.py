@@ -47,8 +47,8 @@ def test_ask_streams_the_answer_then_its_sources(base: Path, endpoint: OpenAISer
     out, err = capsys.readouterr()
     assert rc == 0, err
     assert out.startswith(REPLY)
-    assert "pages are 0-based; * = cited" in out
-    assert "* [1] 3M_2018_10K.pdf page 59 (chunk)  /corpus/3M_2018_10K.pdf" in out
+    assert "; * = cited):" in out and "p. 60" in out  # people read 1-based pages
+    assert "* [1] 3M_2018_10K.pdf p. 60 (chunk)  /corpus/3M_2018_10K.pdf" in out  # 0-based page 59
     assert "  [2] " in out and "[4]" not in out
     assert "cites [7], which name(s) no source (there are 3)" in err
     user = endpoint.requests[0]["messages"][1]["content"]
@@ -143,4 +143,4 @@ def test_ask_with_local_smollm2(base: Path, monkeypatch: pytest.MonkeyPatch, cap
     assert rc == 0, err
     answer, _, sources = out.partition("\n\nsources (snapshot ")
     assert answer.strip(), out
-    assert "[1] 3M_2018_10K.pdf page 59 (chunk)" in sources and "[3]" not in sources
+    assert "[1] 3M_2018_10K.pdf p. 60 (chunk)" in sources and "[3]" not in sources
