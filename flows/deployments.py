@@ -1,8 +1,10 @@
 """The Prefect deployments of mmrag's flows, built from the settings (crons, default source and store).
 
-``mmrag deploy`` registers them with the Prefect API that ``PREFECT_API_URL`` names; ``mmrag worker`` serves
-them: a Prefect Runner process that polls for their runs (scheduled, or started from the UI) and runs each
-in a subprocess. ``infra/prefect.yaml`` declares the same deployments for ``prefect deploy --all``.
+One Prefect convention, the work pool's: ``mmrag deploy`` registers them on a process work pool (``mmrag`` by
+default, created when missing) of the Prefect API that ``PREFECT_API_URL`` names; ``mmrag worker`` is a Prefect
+process worker of that pool, which polls for their runs (scheduled, or started from the UI) and runs each in a
+subprocess. The worker registers nothing, so it never overwrites what ``deploy`` set; ``infra/prefect.yaml``
+declares the same deployments on the same pool for ``prefect deploy --all``.
 
 Each deployment runs at most one flow run at a time (a deployment concurrency limit of 1, its collision
 strategy from ``deploy_collision_strategy``); across deployments the store lock keeps one writer per
@@ -22,6 +24,7 @@ from prefect.settings import get_current_settings
 from prefect.types.entrypoint import EntrypointType
 
 from flows.eval_flow import evaluate_flow
+from flows.finetune_flow import finetune_flow
 from flows.gc_flow import gc_flow
 from flows.index_flow import compact_flow, index_flow
 from mmrag_core.config import Settings
@@ -47,7 +50,7 @@ class DeploymentSpec:
 
 
 def deployment_specs(settings: Settings, source: str | None = None) -> list[DeploymentSpec]:
-    """The five deployments. Without a default ``source`` the re-indexing schedules are registered inactive:
+    """The six deployments (``finetune`` runs on demand only). Without a default ``source`` the re-indexing schedules are registered inactive:
     a scheduled run would have nothing to index (a run from the UI names its source); likewise the evaluation
     schedule without default queries and qrels files (``eval_queries``, ``eval_qrels``). Evaluation only
     reads the store, so it waits for no lock."""
@@ -67,6 +70,8 @@ def deployment_specs(settings: Settings, source: str | None = None) -> list[Depl
                        settings.gc_cron or None, {**store, "overrides": wait}),
         DeploymentSpec("evaluate", evaluate_flow, "Measure LATEST's retrieval quality against relevance judgements.",
                        settings.evaluate_cron or None, {**eval_files, **store, "overrides": {}}, len(eval_files) == 2),
+        DeploymentSpec("finetune", finetune_flow, "Fine-tune the text encoder on LATEST (mined hard negatives) and "
+                       "keep the versioned model in the store.", None, {**store, "overrides": {}}),
     ]
 
 
@@ -95,16 +100,44 @@ def require_server() -> str:
     return url
 
 
-def register(deployments: list[RunnerDeployment]) -> dict[str, UUID]:
-    """Create or update the deployments on the server; ``{"flow/deployment": id}``."""
+DEFAULT_POOL = "mmrag"
+
+
+def ensure_pool(pool: str) -> bool:
+    """Create ``pool`` as a process work pool when the server has none of that name; True when created."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectNotFound
+    from prefect.workers.process import ProcessWorker
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(pool)
+            return False
+        except ObjectNotFound:
+            client.create_work_pool(WorkPoolCreate(
+                name=pool, type="process", base_job_template=ProcessWorker.get_default_base_job_template()))
+            return True
+
+
+def register(deployments: list[RunnerDeployment], pool: str = DEFAULT_POOL) -> dict[str, UUID]:
+    """Create or update the deployments on work pool ``pool`` of the server; ``{"flow/deployment": id}``."""
     require_server()
-    return {f"{d.flow_name}/{d.name}": d.apply() for d in deployments}
+    ensure_pool(pool)
+    return {f"{d.flow_name}/{d.name}": d.apply(work_pool_name=pool) for d in deployments}
 
 
-def serve_deployments(deployments: list[RunnerDeployment], limit: int | None) -> None:
-    """Run the deployments' flow runs until interrupted (SIGINT/SIGTERM). Schedules stay active when the
-    worker stops (Prefect's default pauses them), so the next worker picks up the runs that came due."""
-    from prefect import serve
+def run_worker(pool: str = DEFAULT_POOL, limit: int | None = None) -> None:
+    """Run the flow runs of ``pool`` (a Prefect process worker) until interrupted. It registers no deployment:
+    what ``mmrag deploy`` (or ``prefect deploy``) set stays as it was, schedules included."""
+    import asyncio
+
+    from prefect.workers.process import ProcessWorker
 
     require_server()
-    serve(*deployments, limit=limit, pause_on_shutdown=False)
+
+    async def work() -> None:
+        async with ProcessWorker(work_pool_name=pool, limit=limit) as worker:
+            await worker.start()
+
+    asyncio.run(work())

