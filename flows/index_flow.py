@@ -13,7 +13,7 @@ import ray
 from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.params import SettingsOverrides, run_settings
+from flows.params import CompactOverrides, IndexOverrides, run_settings
 from mmrag_core.snapshot.changes import PendingWork, pending_work
 from mmrag_core.config import Settings
 from mmrag_core.ingest.record_keys import config_key, record_key
@@ -26,6 +26,7 @@ from mmrag_core.storage.store import Store, open_store
 from tasks.artifacts import RunProgress, format_eta, publish_index_artifacts
 from tasks.backpressure import bounded_results
 from tasks.embed import start_encoders
+from tasks.progress import read_counter, start_page_counter
 from tasks.index_tasks import BatchSummary, compact_snapshot, discover_source, index_snapshot, process_batch
 from tasks.ray_runtime import batches_in_flight, ensure_ray
 from tasks.retries import retry_options
@@ -42,7 +43,7 @@ MAX_BATCH_THREADS = 64
 
 
 @flow(name="index", task_runner=ThreadPoolTaskRunner(max_workers=MAX_BATCH_THREADS), log_prints=True)
-def index_flow(source: str, store: str | None = None, overrides: SettingsOverrides | None = None,
+def index_flow(source: str, store: str | None = None, overrides: IndexOverrides | None = None,
                retrain: bool = False) -> dict:
     """Index a source incrementally and publish a snapshot (nothing when nothing changed); returns the report.
 
@@ -135,7 +136,7 @@ def _process_candidates(work: PendingWork, settings: Settings, store: Store, log
     todo = [d for d in candidates if stored_record_key(store, d.sha256) != key]
     reused = len(candidates) - len(todo)
     log.info("%d documents to process, %d reused from earlier (possibly interrupted) runs", len(todo), reused)
-    total = _process(todo, settings, encoders, key, image_live, log)
+    total = _process(todo, settings, encoders, key, image_live, log, store.uri)
     for actor in encoders.values():
         ray.kill(actor)
     return Processed(models, key, rebuild_reason, len(todo), reused, total, seconds_start, time.perf_counter() - t_proc)
@@ -199,32 +200,40 @@ def _publish(work: PendingWork, done: Processed, settings: Settings, source: str
 
 
 def _process(todo: list[DocRef], settings: Settings, encoders: dict, key: str, image_live: bool,
-             log: Any) -> BatchSummary:
+             log: Any, store_uri: str) -> BatchSummary:
     """Extract, embed and persist ``todo`` in batches on Ray; each document's record is its own marker. A batch
     that fails on a transient error (I/O, a lost Ray worker) is retried; a bad file is a recorded failure."""
     batches = _batches(todo, max(1, settings.extract_batch_docs))
     task = process_batch.with_options(**retry_options(settings))
     limit = min(batches_in_flight(settings), MAX_BATCH_THREADS)
     total = BatchSummary()
-    progress = RunProgress(len(todo), f"extract and embed ({settings.store})")
+    progress = RunProgress(len(todo), f"extract and embed ({settings.store})", store_uri)
+    counter = start_page_counter()  # pages as they finish, inside the batches
     t0 = time.perf_counter()
     # A bounded number of batches submitted at a time: a million documents never become a million task runs
     # (nor a million batches' extraction output) in this process at once.
     def submit(n: int, batch: list[DocRef]) -> Any:
-        return task.submit(n, batch, settings, encoders, key, image_live)
+        return task.submit(n, batch, settings, encoders, key, image_live, counter)
 
-    for summary in bounded_results(submit, batches, limit):
+    def tick() -> None:
+        seen = read_counter(counter)
+        if seen is not None:  # extracted is not yet embedded: never 100 % before the last batch is in
+            progress.update(min(seen[0], len(todo) - 0.5), seen[1])
+
+    for summary in bounded_results(submit, batches, limit, tick):
         total.add(summary)
         elapsed = time.perf_counter() - t0
         log.info("[%d/%d docs] %d pages (%.1f pages/s), %d items, %d failures, ETA %s",
                  total.docs, len(todo), total.pages, total.pages / max(elapsed, 1e-9), total.items,
                  len(total.failures), format_eta(total.docs, len(todo), elapsed))
-        progress.update(total.docs)
+        seen = read_counter(counter)
+        progress.update(float(total.docs), max(total.pages, seen[1] if seen else 0))
+    ray.kill(counter)
     return total
 
 
 @flow(name="compact", log_prints=True)
-def compact_flow(store: str | None = None, overrides: SettingsOverrides | None = None) -> dict:
+def compact_flow(store: str | None = None, overrides: CompactOverrides | None = None) -> dict:
     """Rewrite LATEST's shards without tombstones and publish the result as a new snapshot.
 
     Args:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
 import ray
@@ -24,6 +25,7 @@ from mmrag_core.ingest.sources import Discovery, DocRef
 from mmrag_core.storage.store import open_store
 from mmrag_core.index.shard_files import StoredShard
 from tasks.extract import submit_extract
+from tasks.retries import disk_full
 from tasks.worker_logs import replay
 
 
@@ -59,14 +61,15 @@ def discover_source(source: str, settings: Settings) -> Discovery:
 
 @task(name="process-batch", cache_policy=NO_CACHE, task_run_name="process-batch-{batch_no}")
 def process_batch(
-    batch_no: int, docs: list[DocRef], settings: Settings, encoders: dict, record_key: str, image_live: bool
+    batch_no: int, docs: list[DocRef], settings: Settings, encoders: dict, record_key: str, image_live: bool,
+    counter: Any = None,
 ) -> BatchSummary:
     """Extract a batch on a Ray worker, caption its pictures (when captioning is on) and embed its items on the
     model actors, persist one record per doc."""
     store = open_store(settings)
     out = BatchSummary(docs=len(docs))
     t0 = time.perf_counter()
-    batch = ray.get(submit_extract(docs, settings))
+    batch = ray.get(submit_extract(docs, settings, counter))
     replay(batch.logs, get_run_logger(), batch.hostname)
     results = batch.results
     out.seconds_extract = time.perf_counter() - t0
@@ -133,7 +136,17 @@ def _run_shard_job_remote(settings: Settings, job: ShardJob) -> StoredShard:
 def ray_encoder(settings: Settings) -> Encoder:
     """Encode shard jobs in parallel, one Ray task each (a task reads its documents' vectors itself)."""
     remote = _run_shard_job_remote.options(num_cpus=settings.shard_num_cpus)
-    return lambda jobs: ray.get([remote.remote(settings, job) for job in jobs])
+
+    def encode(jobs: list[ShardJob]) -> list[StoredShard]:
+        try:
+            return ray.get([remote.remote(settings, job) for job in jobs])
+        except ray.exceptions.RayTaskError as e:
+            full = disk_full(e)
+            if full is not None:  # the worker's error itself: one line that names the file, no remote traceback
+                raise full from None
+            raise
+
+    return encode
 
 
 @task(name="index-and-publish", cache_policy=NO_CACHE)

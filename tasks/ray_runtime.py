@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 
 import ray
 
@@ -20,6 +22,15 @@ def ensure_ray(settings: Settings) -> None:
     warming one extraction worker per slot while the caller loads its models."""
     if ray.is_initialized():
         return
+    from mmrag_core.models.hub import settle_hub_mode
+    from tasks.worker_logs import quiet_library_logs
+
+    quiet_library_logs()
+    settle_hub_mode()  # before the workers start: they inherit HF_HUB_OFFLINE, so none retries a dead network
+    # ray.init replaces the SIGTERM handler with sys.exit, which dies with SIGABRT while threads wait in Ray's
+    # C++ code; a handler the caller installed (the CLI's clean stop) must stay.
+    main = threading.current_thread() is threading.main_thread()
+    sigterm = signal.getsignal(signal.SIGTERM) if main else None
     env = {k: os.environ[k] for k in _WORKER_ENV if k in os.environ}
     env.setdefault("OMP_THREAD_LIMIT", "1")
     kwargs: dict = {"log_to_driver": True, "logging_level": logging.WARNING}
@@ -40,6 +51,8 @@ def ensure_ray(settings: Settings) -> None:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
+    if main and callable(sigterm):
+        signal.signal(signal.SIGTERM, sigterm)
     from tasks.extract import warm_extract_workers  # the extraction libraries load only when Ray is used
 
     warm_extract_workers(settings, max(1, int(cluster_cpus() / settings.extract_num_cpus)))

@@ -123,6 +123,14 @@ def test_scanned_pages_were_ocrd(run: dict, test_data: Path) -> None:
     assert cer(photo["text"], reference) < 0.02
 
 
+def test_a_normal_run_logs_no_noise(run: dict) -> None:
+    """Output that is not a terminal: no colour codes, no DEBUG lines, no Ray token notice, no telemetry error."""
+    err = run["stderr"]
+    assert "\x1b[" not in err
+    assert not [ln for ln in err.splitlines() if "| DEBUG" in ln or " DEBUG " in ln]
+    assert "Token authentication is enabled" not in err and "Failed to send telemetry" not in err
+
+
 def test_failures_list_each_planted_file(run: dict) -> None:
     failures = {Path(f["source_uri"]).name: f for f in run["manifest"]["failures"]}
     for name, reason in BAD.items():
@@ -176,11 +184,13 @@ def test_strict_exits_nonzero_on_failures(run: dict) -> None:
     corpus.mkdir()
     shutil.copy(run["corpus"] / "financial_statement_notes.pdf", corpus)
     (corpus / "empty.pdf").write_bytes(b"")
-    env = {**run["env"], "MMRAG_STORE": str(run["base"] / "strict-store")}
+    env = {**run["env"], "MMRAG_STORE": str(run["base"] / "strict-store"), "MMRAG_CLIP_MODEL": "off"}
     proc = subprocess.run(MMRAG + ["index", str(corpus), "--strict"], env=env,
                           cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "empty file" in proc.stdout
+    said = (proc.stdout + proc.stderr).count("CLIP disabled")
+    assert said == 1, f"the image space skipped is said once, not {said} times:\n{proc.stderr[-3000:]}"
     assert (run["base"] / "strict-store" / "LATEST").is_file(), "the good document is still published"
 
 

@@ -22,7 +22,7 @@ import yaml
 
 from flows.params import SettingsOverrides, overrides_of, run_settings
 from mmrag_core.config import Settings, load_settings
-from tasks.artifacts import failure_rows, gc_markdown, summary_markdown
+from tasks.artifacts import failure_rows, gc_markdown, store_key, summary_markdown
 from tasks.retries import is_transient, retry_options
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,10 +49,10 @@ def test_default_deployments(clean_mmrag_env: None) -> None:
     from flows.deployments import build_deployments
 
     deps = {d.name: d for d in build_deployments(load_settings(store="/data/store"), source="/data/corpus")}
-    assert set(deps) == {"reindex", "full-rebuild", "compact", "gc-snapshots", "evaluate"}
+    assert set(deps) == {"reindex", "full-rebuild", "compact", "gc-snapshots", "evaluate", "finetune"}
     crons = {n: [s.schedule.cron for s in d.schedules] for n, d in deps.items()}
     assert crons == {"reindex": ["0 2 * * *"], "full-rebuild": ["0 3 * * 0"], "compact": [],
-                     "gc-snapshots": ["0 4 * * *"], "evaluate": []}
+                     "gc-snapshots": ["0 4 * * *"], "evaluate": [], "finetune": []}
     assert all(s.active for d in deps.values() for s in d.schedules)
     assert deps["reindex"].parameters == {"source": "/data/corpus", "store": "/data/store", "retrain": False,
                                           "overrides": {"lock_wait_seconds": 14400.0}}
@@ -61,6 +61,8 @@ def test_default_deployments(clean_mmrag_env: None) -> None:
     assert deps["gc-snapshots"].entrypoint == "flows.gc_flow.gc_flow"
     assert deps["evaluate"].entrypoint == "flows.eval_flow.evaluate_flow"
     assert deps["evaluate"].parameters == {"store": "/data/store", "overrides": {}}
+    assert deps["finetune"].entrypoint == "flows.finetune_flow.finetune_flow"
+    assert deps["finetune"].parameters == {"store": "/data/store", "overrides": {}}
     for d in deps.values():
         assert d.concurrency_limit == 1
         assert d.concurrency_options.collision_strategy == ConcurrencyLimitStrategy.ENQUEUE
@@ -77,10 +79,35 @@ def test_run_form_is_typed(clean_mmrag_env: None) -> None:
     assert props["retrain"]["type"] == "boolean" and props["retrain"]["default"] is False
     assert schema["required"] == ["source"]
     ref = json.dumps(props["overrides"])
-    assert "SettingsOverrides" in ref
-    fields = schema["definitions"]["SettingsOverrides"]["properties"]
+    assert "IndexOverrides" in ref
+    fields = schema["definitions"]["IndexOverrides"]["properties"]
     assert "clip_model" in fields and fields["clip_model"]["description"]
+    assert fields["clip_model"]["default"] == "ViT-B-32" and fields["extract_batch_docs"]["default"] == 4
     assert "store" not in fields and "reindex_cron" not in fields
+    assert _only_index_settings(set(fields))
+
+
+def _only_index_settings(fields: set[str]) -> bool:
+    """The reindex form: ingest, models, compute, index (and storage, retries) settings; no query or generator."""
+    from mmrag_core.config import (ComputeSettings, IndexSettings, IngestSettings, ModelSettings,
+                                   StorageSettings)
+
+    allowed = {n for c in (StorageSettings, IngestSettings, ModelSettings, ComputeSettings, IndexSettings)
+               for n in c.model_fields} | {"task_retries", "task_retry_delay_seconds"}
+    assert fields <= allowed, sorted(fields - allowed)
+    assert not fields & {"k", "fusion_strategy", "generator_model", "answerer", "keep_last", "finetune_lr"}
+    return True
+
+
+def test_each_flow_form_shows_its_own_settings(clean_mmrag_env: None) -> None:
+    from flows.deployments import build_deployments
+
+    deps = {d.name: d for d in build_deployments(load_settings(), source="/data/corpus")}
+    gc = deps["gc-snapshots"]._parameter_openapi_schema.model_dump()["definitions"]["GcOverrides"]["properties"]
+    assert "keep_last" in gc and "clip_model" not in gc and gc["keep_last"]["default"] == 5
+    ev = deps["evaluate"]._parameter_openapi_schema.model_dump()["definitions"]["EvaluateOverrides"]["properties"]
+    assert "generator_model" in ev and "k" in ev and "ocr_lang" not in ev
+    assert run_settings(None, {"k": Settings().k}).k == Settings().k, "a default keeps the worker's value"
 
 
 def test_schedules_without_a_source_are_inactive(clean_mmrag_env: None) -> None:
@@ -175,7 +202,7 @@ def test_summary_when_nothing_changed_or_nothing_to_publish() -> None:
 def test_failure_rows_and_gc_summary() -> None:
     rows = failure_rows(_manifest()["failures"])
     assert rows[0] == {"file": "/corpus/empty.pdf", "page": None, "stage": "discover", "reason": "empty file"}
-    assert rows[1]["page"] == 3 and rows[1]["reason"] == "line\nbreak"
+    assert rows[1]["page"] == 3 and rows[1]["reason"] == "line\\nbreak"  # control characters escaped
     md = gc_markdown({"kept": ["S2"], "dropped_snapshots": ["S1"], "deleted": 9, "bytes": 1234, "young": 1,
                       "dry_run": True}, "/stores/main")
     assert "would delete 1 snapshot(s) and 9 object(s), 1234 bytes" in md
@@ -322,7 +349,7 @@ def test_ui_run_of_reindex_publishes_artifacts(server, deployed: dict, test_data
     (corpus / "empty.pdf").write_bytes(b"")
     params = {"source": str(corpus), "store": str(store), "overrides": {"clip_model": "off"}, "retrain": False}
 
-    worker = Background(MMRAG + ["worker", *deployed["args"]], deployed["env"], tmp_path / "worker.log", cwd=REPO)
+    worker = Background(MMRAG + ["worker", "--pool", "mmrag"], deployed["env"], tmp_path / "worker.log", cwd=REPO)
     with worker, _api(server), get_client(sync_client=True) as client:
         dep = client.read_deployment_by_name("index/reindex")
         run = client.create_flow_run_from_deployment(dep.id, parameters=params)  # what the UI's Run button does
@@ -344,6 +371,10 @@ def test_ui_run_of_reindex_publishes_artifacts(server, deployed: dict, test_data
     with _api(server), get_client(sync_client=True) as client:
         after = client.read_deployment_by_name("index/reindex")
     assert not after.paused and all(s.active for s in after.schedules), "stopping a worker keeps the schedules"
+    # the worker registered nothing: what deploy set is intact
+    assert after.parameters == dep.parameters and after.parameters["source"] == str(deployed["base"] / "nightly-corpus")
+    assert after.updated == dep.updated and after.work_pool_name == "mmrag"
+    assert _only_index_settings(set(after.parameter_openapi_schema["definitions"]["IndexOverrides"]["properties"]))
 
     assert run.parameters["source"] == str(corpus) and run.parameters["overrides"] == {"clip_model": "off"}
     snapshot = (store / "LATEST").read_text().strip()
@@ -351,9 +382,10 @@ def test_ui_run_of_reindex_publishes_artifacts(server, deployed: dict, test_data
     assert manifest["counts"]["documents"] == len(CORPUS)
     assert "skipped" in manifest["models"]["image"], "the run's overrides reached the flow (CLIP off)"
 
-    by_key = {a.key: a for a in artifacts}
+    by_key = {a.key.rsplit("-", 1)[0]: a for a in artifacts}
     summary = by_key["mmrag-index-summary"]
     assert summary.type == "markdown" and f"`{snapshot}`" in summary.data and str(store) in summary.data
+    assert summary.key == store_key("mmrag-index-summary", str(store)), "the key names the store"
     table = by_key["mmrag-index-failures"]
     rows = json.loads(table.data) if isinstance(table.data, str) else table.data
     assert table.type == "table"
@@ -374,9 +406,13 @@ def test_prefect_yaml_deploys_to_a_work_pool(server, deployed: dict, tmp_path: P
     """``prefect deploy --all`` accepts infra/prefect.yaml (runs last: it takes over the deployments)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
 
     with _api(server), get_client(sync_client=True) as client:
-        client.create_work_pool(WorkPoolCreate(name="mmrag", type="process"))
+        try:
+            client.create_work_pool(WorkPoolCreate(name="mmrag", type="process"))
+        except ObjectAlreadyExists:  # mmrag deploy created it
+            pass
     env = {**deployed["env"], "MMRAG_SOURCE": str(tmp_path / "corpus"), "MMRAG_STORE": str(tmp_path / "store")}
     prefect = str(Path(sys.executable).parent / "prefect")
     proc = subprocess.run([prefect, "--no-prompt", "deploy", "--all", "--prefect-file", "infra/prefect.yaml"],

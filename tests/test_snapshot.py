@@ -143,7 +143,8 @@ def test_publish_and_open(store: Store) -> None:
     assert manifest["source"] == "/corpus" and manifest["stats"]["run"] == 1
     assert manifest["counts"] == {
         "documents": 3, "pages_with_items": 3 + 1 + 2, "items": 7,
-        "items_by_kind": {"chunk": 5, "image": 2}, "failures": 1, "documents_failed": 1,
+        "items_by_kind": {"chunk": 5, "image": 2}, "failures": 1,
+        "documents_failed": 0,  # an unsupported file type is skipped, not a failed document (still listed)
     }
     assert manifest["failures"][0]["source_uri"] == "/corpus/bad.docx"
     for space, count, dim in (("text", 5, TEXT_DIM), ("image", 2, IMAGE_DIM)):

@@ -15,10 +15,12 @@ def cmd_snapshots(args: argparse.Namespace) -> int:
     """Run the ``snapshots`` action (``list`` when none is given)."""
     settings = command_settings(args)
     store = open_store(settings)
+    if not store.root_exists():
+        raise FileNotFoundError(f"store {store.uri} does not exist (check --store, MMRAG_STORE or the config file)")
     action = args.action or "list"
     latest = store.latest_id()
     if action == "list":
-        return _list(store, latest)
+        return _list(store, latest, getattr(args, "json", False))
     if action == "show":
         return _show(store, latest, args)
     if action == "verify":
@@ -26,7 +28,16 @@ def cmd_snapshots(args: argparse.Namespace) -> int:
     return _gc(store, settings, args)
 
 
-def _list(store: Store, latest: str | None) -> int:
+def _list(store: Store, latest: str | None, as_json: bool) -> int:
+    """One line per snapshot, or (``--json``) a list of their ids, parents, counts and whether LATEST."""
+    if as_json:
+        rows = []
+        for sid in store.list_snapshots():
+            m = read_manifest(store, sid)
+            rows.append({"id": sid, "latest": sid == latest, "parent": m["parent"], "created_at": m["created_at"],
+                         "counts": m["counts"], "tombstones": m["tombstones"]})
+        print(json.dumps(rows, indent=2))
+        return 0
     for sid in store.list_snapshots():
         m = read_manifest(store, sid)
         mark = " (LATEST)" if sid == latest else ""
@@ -52,6 +63,8 @@ def _show(store: Store, latest: str | None, args: argparse.Namespace) -> int:
 
 def _verify(store: Store, latest: str | None, args: argparse.Namespace) -> int:
     """1 when any verified snapshot fails its checksums."""
+    if not args.all and not (args.snapshot or latest):
+        read_manifest(store)  # raises the reason: nothing published, or LATEST missing (exit 2)
     ids = store.list_snapshots() if args.all else [args.snapshot or latest]
     bad = 0
     for sid in ids:
@@ -71,6 +84,6 @@ def _gc(store: Store, settings: Settings, args: argparse.Namespace) -> int:
                            args.dry_run)
     verb = "would delete" if args.dry_run else "deleted"
     print(f"kept {len(plan.kept)} snapshot(s); {verb} {len(plan.dropped_snapshots)} snapshot(s) and "
-          f"{len(plan.delete)} object(s), {plan.bytes} bytes; {len(plan.young)} unreferenced unit(s) left within "
-          "the grace period")
+          f"{len(plan.delete)} object(s) ({len(plan.temporary)} orphaned temporary file(s)), {plan.bytes} bytes; "
+          f"{len(plan.young)} unreferenced unit(s) left within the grace period")
     return 0

@@ -20,6 +20,7 @@ from mmrag_core.config.sections import (
     DeploySettings,
     IndexSettings,
     IngestSettings,
+    LearnSettings,
     ModelSettings,
     QuerySettings,
     ServiceSettings,
@@ -29,12 +30,12 @@ from mmrag_core.config.sections import (
 
 SECTIONS: tuple[type[BaseModel], ...] = (
     StorageSettings, IngestSettings, ModelSettings, ComputeSettings, IndexSettings, SnapshotSettings,
-    DeploySettings, QuerySettings, ServiceSettings, AnswerSettings,
+    DeploySettings, QuerySettings, ServiceSettings, AnswerSettings, LearnSettings,
 )
 
 
 class Settings(BaseSettings, StorageSettings, IngestSettings, ModelSettings, ComputeSettings, IndexSettings,
-               SnapshotSettings, DeploySettings, QuerySettings, ServiceSettings, AnswerSettings):
+               SnapshotSettings, DeploySettings, QuerySettings, ServiceSettings, AnswerSettings, LearnSettings):
     """All settings, flat (every field can be set as ``MMRAG_<FIELD>``, in the YAML file or as a CLI flag), and
     grouped: ``settings.query`` and the other section properties give a stage only its own section."""
 
@@ -89,6 +90,11 @@ class Settings(BaseSettings, StorageSettings, IngestSettings, ModelSettings, Com
     def answer(self) -> AnswerSettings:
         """The ``answer`` section: what that stage reads, and nothing else."""
         return _section(AnswerSettings, self)
+
+    @property
+    def learn(self) -> LearnSettings:
+        """The ``learn`` section: what that stage reads, and nothing else."""
+        return _section(LearnSettings, self)
 
     @classmethod
     def settings_customise_sources(

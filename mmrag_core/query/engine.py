@@ -32,12 +32,17 @@ if TYPE_CHECKING:
     from mmrag_core.models.clip_encoder import ClipEncoder
     from mmrag_core.models.text_encoder import TextEncoder
 
-__all__ = ["EARLY_LIST", "FUSION_METHODS", "OUTLINE", "RANKED_LISTS", "STRATEGIES", "Hit", "QueryEngine",
-           "open_engine", "snippet_of"]
+__all__ = ["EARLY_LIST", "FUSION_METHODS", "OUTLINE", "RANKED_LISTS", "STRATEGIES", "Hit", "ModelMismatch",
+           "QueryEngine", "open_engine", "snippet_of"]
 
 log = logging.getLogger(__name__)
 
 _FILTER_CACHE = 32  # distinct filters whose allowed ids an engine keeps
+
+
+class ModelMismatch(ValueError):
+    """The model loaded for queries is not the one the snapshot's space was built with: its vectors would be
+    compared with vectors of other weights, and every result would be noise."""
 
 
 class QueryEngine:
@@ -60,7 +65,7 @@ class QueryEngine:
             raise ValueError(f"early_fusion_text_weight must be in [0, 1], got {weight}")
         self._items = SnapshotItems(snapshot.items)
         self._id_filters: OrderedDict[QueryFilters, IdFilter] = OrderedDict()
-        self._encoders = _Encoders(snapshot, device)
+        self._encoders = _Encoders(snapshot, device, self.settings.model_mismatch)
         self._lists = RankedLists(snapshot, self._items, self.settings, self._encoders, outline)
         self._strategies = Strategies(self._lists, self.settings)
 
@@ -195,8 +200,8 @@ def open_engine(settings: Settings, snapshot_id: str | None = None) -> QueryEngi
 class _Encoders:
     """The encoders a snapshot's spaces were built with, each loaded at its first use (or taken over)."""
 
-    def __init__(self, snapshot: Snapshot, device: str) -> None:
-        self.snapshot, self.device = snapshot, device
+    def __init__(self, snapshot: Snapshot, device: str, mismatch: str = "refuse") -> None:
+        self.snapshot, self.device, self.mismatch = snapshot, device, mismatch
         self._text_encoder = None
         self._clip = None
         self._clip_failed: str | None = None
@@ -206,7 +211,10 @@ class _Encoders:
         if self._text_encoder is None:
             from mmrag_core.models.text_encoder import TextEncoder
 
-            self._text_encoder = TextEncoder(self.snapshot.manifest["models"]["text"]["name"], device=self.device)
+            encoder = TextEncoder(self.snapshot.manifest["models"]["text"]["name"], device=self.device,
+                                  store=self.snapshot.store)
+            self.check_identity("text", encoder.state_sha256, encoder.name)
+            self._text_encoder = encoder
         return self._text_encoder
 
     @property
@@ -216,7 +224,9 @@ class _Encoders:
 
             m = self.snapshot.manifest["models"]["image"]
             try:
-                self._clip = ClipEncoder(m["name"], m["pretrained"], m.get("model_config"), device=self.device)
+                clip = ClipEncoder(m["name"], m["pretrained"], m.get("model_config"), device=self.device)
+                self.check_identity("image", clip.state_sha256, clip.model_name)
+                self._clip = clip
             except ModelUnavailable as e:
                 self._clip_failed = str(e)
                 log.warning("image space not searched: %s", e)
@@ -226,6 +236,27 @@ class _Encoders:
     def clip_failed(self) -> str | None:
         """Why the CLIP model could not be loaded (None: it loaded, or was not tried yet)."""
         return self._clip_failed
+
+    def check_identity(self, space: str, loaded: str, name: str) -> None:
+        """Compare the loaded weights' fingerprint with the one the manifest recorded for ``space``: raise
+        ModelMismatch (or, with ``model_mismatch: warn``, log loudly) when they differ. Older snapshots that
+        recorded none are accepted."""
+        recorded = (self.snapshot.manifest["models"].get(space) or {}).get("state_sha256")
+        if not recorded:
+            log.debug("snapshot %s records no state_sha256 for space %s; the loaded %s is not checked",
+                      self.snapshot.id, space, name)
+            return
+        if loaded == recorded:
+            return
+        message = (f"snapshot {self.snapshot.id} space {space!r} was built with other weights than the model "
+                   f"loaded for queries: built with state_sha256 {recorded}, loaded {name!r} with state_sha256 "
+                   f"{loaded}")
+        if self.mismatch == "warn":
+            log.warning("!!! %s; querying anyway (model_mismatch=warn): results in this space are meaningless !!!",
+                        message)
+            return
+        raise ModelMismatch(f"{message}. Query with the weights the snapshot was built with, re-index with these, "
+                            "or set model_mismatch=warn (MMRAG_MODEL_MISMATCH) to query anyway")
 
     def load(self, previous: _Encoders | None) -> None:
         """Load every encoder now, taking ``previous``'s where it runs the same model."""
@@ -248,5 +279,5 @@ def _choice(value: str, allowed: tuple[str, ...], what: str) -> str:
 
 
 def _same_model(a: dict | None, b: dict | None) -> bool:
-    keys = ("name", "pretrained", "model_config", "weights_sha256")
+    keys = ("name", "pretrained", "model_config", "weights_sha256", "state_sha256")
     return bool(a and b) and all(a.get(k) == b.get(k) for k in keys)

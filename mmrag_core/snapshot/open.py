@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from mmrag_core.config import IndexSettings
 from mmrag_core.storage.faults import crash_point
 from mmrag_core.index.build import SpaceState, space_state_from_manifest
-from mmrag_core.storage.items import Failure
+from mmrag_core.storage.items import UNSUPPORTED, Failure
 from mmrag_core.storage.manifest import FORMAT_VERSION, Counts, FileMeta, Manifest
 from mmrag_core.index.lexical import LEXICAL, LexicalIndex, LexicalState
 from mmrag_core.index.search import SpaceIndex
@@ -147,8 +147,10 @@ def _counts(items: pa.Table, failures: pa.Table) -> Counts:
         items=items.num_rows,
         items_by_kind={k: kinds.count(k) for k in sorted(set(kinds))},
         failures=failures.num_rows,
-        documents_failed=len({u for u, p in zip(failures.column("source_uri").to_pylist(),
-                                                failures.column("page").to_pylist()) if p is None}),
+        documents_failed=len({u for u, p, r in zip(failures.column("source_uri").to_pylist(),
+                                                   failures.column("page").to_pylist(),
+                                                   failures.column("reason").to_pylist())
+                              if p is None and not str(r).startswith(UNSUPPORTED)}),  # skipped: not failed
     )
 
 
@@ -194,6 +196,11 @@ def load_manifest(store: Store, snapshot_id: str | None = None) -> Manifest:
     """The manifest of ``snapshot_id`` (default: LATEST)."""
     snapshot_id = snapshot_id or store.latest_id()
     if snapshot_id is None:
+        published = store.list_snapshots()
+        if published:  # LATEST deleted or lost: the snapshots are still there, name one
+            raise SnapshotError(f"LATEST is missing in store {store.uri}, though {len(published)} snapshot(s) are "
+                                f"published: pass --snapshot {published[-1]} (the newest), or run `mmrag index` "
+                                "to publish a new LATEST")
         raise SnapshotError(f"no snapshot published in store {store.uri} (run `mmrag index` first)")
     try:
         manifest = json.loads(store.read_bytes(snapshot_key(snapshot_id, MANIFEST)))

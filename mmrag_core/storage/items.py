@@ -81,6 +81,15 @@ class Failure:
     doc_sha256: str | None = None
 
 
+UNSUPPORTED = "unsupported file type"  # how a file that is not a PDF or image is refused: skipped, not failed
+
+
+def is_skipped(failure: Failure | dict) -> bool:
+    """Whether a failure row is a file skipped as an unsupported type (counted apart from real failures)."""
+    reason = failure.reason if isinstance(failure, Failure) else failure.get("reason", "")
+    return str(reason).startswith(UNSUPPORTED)
+
+
 ITEM_SCHEMA = pa.schema(
     [
         ("id", pa.int64()),

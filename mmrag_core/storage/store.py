@@ -13,6 +13,7 @@ done only once its marker file exists, and the marker is always written after th
 """
 from __future__ import annotations
 
+import errno
 import re
 import hashlib
 import io
@@ -63,6 +64,13 @@ class Store:
     def url(self, key: str) -> str:
         """A full URI for messages."""
         return f"{self.uri}/{key}"
+
+    def root_exists(self) -> bool:
+        """Whether the root folder (or a remote prefix with objects) exists: a mistyped ``--store`` is then said
+        to be missing rather than read as an empty store."""
+        if self.remote:
+            self.fs.invalidate_cache(self.base)
+        return bool(self.fs.exists(self.base))
 
     # ---- reading --------------------------------------------------------------------------------------------
 
@@ -167,9 +175,9 @@ class Store:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as e:
             Path(tmp).unlink(missing_ok=True)
-            raise
+            raise _located(e, path) from e
 
     def create_exclusive(self, key: str, data: bytes) -> None:
         """Create an object only if it does not exist yet (O_EXCL locally, a conditional PUT with
@@ -203,10 +211,14 @@ class Store:
         path = Path(self.path(key))
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        shutil.copyfile(local, tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            shutil.copyfile(local, tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException as e:
+            tmp.unlink(missing_ok=True)
+            raise _located(e, path) from e
 
     def delete(self, key: str) -> None:
         """Remove one object, or everything under a prefix; absent keys are fine."""
@@ -237,6 +249,28 @@ class Store:
         keys = self.find(SNAPSHOTS)
         return sorted({k.split("/")[1] for k in keys
                        if k.endswith("/" + MANIFEST) and k.count("/") == 2 and not k.split("/")[1].startswith(".")})
+
+
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def _located(exc: BaseException, path: Path) -> BaseException:
+    """A disk-full error that names the store file it was writing (a write to a temporary file's descriptor names
+    none, or names the temporary file), so the message says which store ran out of space; others as they are."""
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS and exc.filename != str(path):
+        return OSError(exc.errno, exc.strerror, str(path))
+    return exc
+
+
+# What the writers above leave when a process dies between creating a temporary file and renaming it:
+# ``.<name>.<8 random chars>`` (write_bytes' mkstemp), ``.<name>.tmp-<pid>`` (put_file), and the ``.tmp`` /
+# ``.tmp.npy`` names of the FAISS and numpy writers (index/shards.py, index/refine.py). gc removes them.
+_TEMP_NAME = re.compile(r"\..+\.(?:tmp-\d+|[a-z0-9_]{8})|.+\.tmp(?:\.npy)?")
+
+
+def is_temp_key(key: str) -> bool:
+    """Whether ``key``'s last component is a temporary name one of the store's writers uses."""
+    return bool(_TEMP_NAME.fullmatch(key.rsplit("/", 1)[-1]))
 
 
 class ChecksumMismatch(RuntimeError):

@@ -11,6 +11,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Literal
 
 from mmrag_core.ingest.extract.chunking import TokenCounter
@@ -46,11 +47,13 @@ def extract_document(
     settings: IngestSettings,
     count_tokens: TokenCounter,
     page_items: bool = False,
+    on_page: Callable[[int, int], None] | None = None,
 ) -> ExtractResult:
     """Extract a PDF or image file into items. Chunks are sized with ``count_tokens`` (the text
-    encoder's tokenizer, per word); ``page_items`` adds a render of every PDF page (``wants_page_items``)."""
+    encoder's tokenizer, per word); ``page_items`` adds a render of every PDF page (``wants_page_items``);
+    ``on_page(done, total)`` is called after each PDF page, so progress moves within a large document."""
     started = time.perf_counter()
-    ctx = DocContext(source_uri, doc_sha256, settings, count_tokens, page_items)
+    ctx = DocContext(source_uri, doc_sha256, settings, count_tokens, page_items, on_page)
     try:
         result = _dispatch(Path(path), ctx)
     except OcrUnavailable:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -59,6 +59,15 @@ class DocContext:
     settings: IngestSettings
     count_tokens: TokenCounter
     page_items: bool = False  # also a 'page' item (a small render) per PDF page: see page_render.wants_page_items
+    on_page: Callable[[int, int], None] | None = None  # (pages done, page count) after each page, for progress
+
+    def page_done(self, done: int, total: int) -> None:
+        """Report a finished page to ``on_page``; a failing report never fails the extraction."""
+        if self.on_page is not None:
+            try:
+                self.on_page(done, total)
+            except Exception:  # noqa: BLE001 - progress is for watching only
+                pass
 
     def failure(self, stage: str, reason: str, page: int | None = None) -> Failure:
         return Failure(self.source_uri, stage, reason, page, self.doc_sha256)

@@ -100,7 +100,8 @@ def _decode_frame(img: Image.Image, frame: int, limit: int) -> tuple[Image.Image
         img.seek(frame)
         width, height = img.size
         if width * height > limit:
-            return None, f"image has {width * height} pixels, over the limit of {limit} (max_image_pixels)"
+            return None, (f"image is {width} x {height} = {width * height:,} pixels, over the limit of {limit:,} "
+                          "(max_image_pixels)")
         img.load()
         return ImageOps.exif_transpose(img), ""
     except Exception as exc:  # truncated or corrupt pixel data

@@ -52,6 +52,7 @@ def extract_pdf(path: str | os.PathLike[str], ctx: DocContext) -> ExtractResult:
             if result.over_budget(ctx, pno, doc.page_count):
                 break
             _extract_page(doc, pno, ctx, result, contexts.get(pno))
+            ctx.page_done(pno + 1, doc.page_count)
         if _truncated(doc, path):  # damage can surface only once pages are read
             return ctx.failed("extract", _DAMAGED)
         if doc.is_repaired:
