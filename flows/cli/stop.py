@@ -62,17 +62,11 @@ def _deadline(signum: int, grace: float) -> None:
 
 def descendants(pid: int) -> list[int]:
     """Pids of every live process below ``pid`` (children, their children...), read from /proc."""
+    from mmrag_core.storage.faults import live_processes
+
     children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z":
-            children.setdefault(int(fields[1]), []).append(int(entry))
+    for child, fields in live_processes():
+        children.setdefault(int(fields[1]), []).append(child)
     found, todo = [], [pid]
     while todo:
         for child in children.get(todo.pop(), []):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 from collections import Counter
+from collections.abc import Iterator
 
 _reached: Counter[str] = Counter()
 
@@ -27,9 +28,9 @@ def crash_point(name: str) -> None:
         kill_session(os.getsid(0))
 
 
-def session_pids(sid: int) -> list[int]:
-    """Pids of every live (not zombie) process in session ``sid``."""
-    pids = []
+def live_processes() -> Iterator[tuple[int, list[str]]]:
+    """(pid, the /proc stat fields after "(comm)": state ppid pgrp session ...) of every live, not zombie,
+    process."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -38,9 +39,13 @@ def session_pids(sid: int) -> list[int]:
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[3]) == sid and fields[0] != "Z":  # after "(comm)": state ppid pgrp session ...
-            pids.append(int(entry))
-    return pids
+        if fields[0] != "Z":
+            yield int(entry), fields
+
+
+def session_pids(sid: int) -> list[int]:
+    """Pids of every live (not zombie) process in session ``sid``."""
+    return [pid for pid, fields in live_processes() if int(fields[3]) == sid]
 
 
 def kill_session(sid: int) -> None:
