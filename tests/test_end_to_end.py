@@ -166,7 +166,8 @@ def test_unchanged_rerun_publishes_nothing(run: dict) -> None:
     assert run["manifest"]["stats"]["changes"]["added"] == discovered
     assert second["published"] is False and second["snapshot"] == run["manifest"]["id"]
     assert second["changes"] == {"added": 0, "changed": 0, "removed": 0, "unchanged": discovered}
-    assert run["manifest"]["counts"]["documents_failed"] == len(BAD), "bad files are remembered, not retried"
+    skipped = sum(reason == "unsupported" for reason in BAD.values())  # listed, counted as skipped, not failed
+    assert run["manifest"]["counts"]["documents_failed"] == len(BAD) - skipped, "bad files are remembered, not retried"
     assert (Path(run["env"]["MMRAG_STORE"]) / "LATEST").read_text().strip() == run["manifest"]["id"]
     # The CLI checked without starting a flow; the flow itself (as a deployment runs it) agrees.
     assert second["flow_run"] is None
