@@ -25,6 +25,9 @@ class _EncoderActor:
     def __init__(self, space: str, settings: Settings) -> None:
         import os
 
+        # A limit meant for tesseract (set where OCR runs) must not cap this actor's torch threads: libgomp reads
+        # it once, when torch loads.
+        os.environ.pop("OMP_THREAD_LIMIT", None)
         import torch
 
         # Ray pins OMP_NUM_THREADS to the actor's CPU slots (1 with none); a model actor should use the cores

@@ -12,9 +12,10 @@ from mmrag_core.config import Settings
 
 log = logging.getLogger(__name__)
 
-# Passed to every worker: tesseract is ~2x faster single-threaded with one process per core,
-# and the model-hub setting must match the driver's.
-_WORKER_ENV = ("OMP_THREAD_LIMIT", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "MMRAG_TEST_DATA")
+# Passed to every worker: the model-hub setting must match the driver's. OMP_THREAD_LIMIT=1 (tesseract is ~2x
+# faster single-threaded, one process per core) is NOT: it would cap the encoder actors' torch at one thread too;
+# mmrag_core.ingest.extract.ocr sets it where OCR runs.
+_WORKER_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "MMRAG_TEST_DATA")
 
 
 def ensure_ray(settings: Settings) -> None:
@@ -32,7 +33,6 @@ def ensure_ray(settings: Settings) -> None:
     main = threading.current_thread() is threading.main_thread()
     sigterm = signal.getsignal(signal.SIGTERM) if main else None
     env = {k: os.environ[k] for k in _WORKER_ENV if k in os.environ}
-    env.setdefault("OMP_THREAD_LIMIT", "1")
     kwargs: dict = {"log_to_driver": True, "logging_level": logging.WARNING}
     if settings.ray_address:
         log.info("joining Ray cluster at %s", settings.ray_address)

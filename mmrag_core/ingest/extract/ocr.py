@@ -16,10 +16,6 @@ from PIL import Image
 
 from mmrag_core.ingest.extract.chunking import Word
 
-# One tesseract thread per process (read by each tesseract subprocess): extraction runs one
-# process per core, and tesseract's OpenMP threads only fight each other then (~2x slower).
-os.environ.setdefault("OMP_THREAD_LIMIT", "1")
-
 Rotation = Literal["osd", "try", "off"]
 RIGHT_ANGLES: tuple[int, ...] = (0, 90, 180, 270)
 # An upright reading with fewer words than this is not trusted, whatever its confidence.
@@ -193,6 +189,11 @@ def _layout_text(words: Sequence[tuple[tuple[int, int, int], str]]) -> str:
 
 def _tesseract(fn: Callable[..., Any], img: Image.Image, **kwargs: Any) -> Any:
     """Call a pytesseract function, turning a missing binary or language into ``OcrUnavailable``."""
+    # One tesseract thread per process (pytesseract hands os.environ to each tesseract subprocess): extraction
+    # runs one process per core, and tesseract's OpenMP threads only fight each other then (~2x slower). Set
+    # where tesseract runs, not at import: a process that only imports this module (the flow's driver, whose
+    # environment Ray's workers and encoder actors inherit) keeps its torch and faiss threads.
+    os.environ.setdefault("OMP_THREAD_LIMIT", "1")
     try:
         return fn(img, **kwargs)
     except pytesseract.TesseractNotFoundError as exc:
