@@ -3,8 +3,8 @@
 They are stored per shard as two ``.npy`` files beside the index (ids sorted) and read through memory maps,
 so exact re-scoring costs page cache, not RAM. FAISS's ``IndexRefineFlat`` would keep float32 copies of
 every vector in RAM (2,048 B/vector at 512-d, 25x the codes), and ``IndexRefine`` looks refine vectors up
-by label *as a position*, which int64 item ids are not. Imports nothing of the index stage, so the codec
-(which tunes against a refine store) and the shards (which write one) can both use it.
+by label *as a position*, which int64 item ids are not. Imports nothing of the index stage but the faiss
+runtime, so the codec (which tunes against a refine store) and the shards (which write one) can both use it.
 """
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from mmrag_core.index.faiss_runtime import faiss
 
 DEFAULT_K_FACTOR = 8  # candidates re-scored per hit returned
 
@@ -95,23 +97,34 @@ class RefineStore:
         return sum(len(ids) for ids, _ in self.parts)
 
     def vectors(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(float32 vectors, found mask) for ``ids``; rows of unknown ids are zero.
+        """(float32 vectors, found mask) for ``ids``; rows of unknown ids are zero."""
+        rows, found = self._rows(ids)
+        return rows.astype(np.float32, copy=False), found
 
-        Per query at 512-d and 80 candidates this costs ~0.4 ms, mostly numpy's float16 -> float32 cast
-        (no F16C path: ~2.5 ns a value) and one binary search per shard part.
+    def _rows(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(vectors in their stored dtype, found mask) for ``ids``; rows of unknown ids are zero.
+
+        The ids are looked up in increasing order: numpy's binary search then starts from the previous
+        hit, so each shard part's id array is walked once instead of being jumped through at random
+        (10 parts, 40k candidates: ~10x less time, which had been half of a re-scoring).
         """
         ids = np.asarray(ids, dtype=np.int64).ravel()
-        out = np.zeros((len(ids), self.dim), dtype=np.float32)
-        found = np.zeros(len(ids), dtype=bool)
+        order = np.argsort(ids, kind="stable")
+        keys = ids.take(order)
+        dtype = np.result_type(*(v.dtype for _, v in self.parts)) if self.parts else np.float32
+        out = np.zeros((len(ids), self.dim), dtype=dtype)
+        found_sorted = np.zeros(len(ids), dtype=bool)
         for part_ids, part_vecs in reversed(self.parts):
             if not len(part_ids):
                 continue
-            pos = part_ids.searchsorted(ids)
+            pos = part_ids.searchsorted(keys)
             pos[pos == len(part_ids)] = 0
-            idx = np.flatnonzero((part_ids.take(pos) == ids) & ~found)
-            if idx.size:
-                out[idx] = part_vecs.take(pos.take(idx), axis=0)
-                found[idx] = True
+            hit = np.flatnonzero((part_ids.take(pos) == keys) & ~found_sorted)
+            if hit.size:
+                out[order.take(hit)] = part_vecs.take(pos.take(hit), axis=0)
+                found_sorted[hit] = True
+        found = np.empty(len(ids), dtype=bool)
+        found[order] = found_sorted
         return out, found
 
     def rescore(self, queries: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -128,20 +141,42 @@ class RefineStore:
         return scores, ids
 
     def _rescore_block(self, q: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        vecs, found = self.vectors(cand)
-        vecs = vecs.reshape(cand.shape[0], cand.shape[1], -1)
-        dots = np.matmul(vecs, q[:, :, None])[..., 0]
-        found = found.reshape(cand.shape) & (cand >= 0)
-        if self.metric == "ip":
-            key = np.where(found, -dots, np.inf)
-            value = dots
-        else:
-            value = (vecs * vecs).sum(-1) - 2 * dots + (q * q).sum(-1, keepdims=True)
-            key = np.where(found, value, np.inf)
-        order = np.argsort(key, axis=1, kind="stable")[:, :k]
-        top_ids = np.take_along_axis(cand, order, axis=1)
-        top_scores = np.take_along_axis(value, order, axis=1)
-        missing = ~np.take_along_axis(found, order, axis=1)
-        top_ids[missing] = -1
-        top_scores[missing] = -np.inf if self.metric == "ip" else np.inf
-        return top_scores, top_ids
+        """Scores each query's found candidates inside FAISS: one inverted list per query, searched with
+        its list preassigned. FAISS reads the float16 codes directly (SIMD decode fused with the dot
+        product); numpy's float16 -> float32 cast of every candidate had been over half of a re-scoring.
+        Same top-k ids as scoring in float32 with numpy; scores agree to float rounding (~1e-6)."""
+        n_q, n_c = cand.shape
+        rows, found = self._rows(cand)
+        found &= cand.ravel() >= 0
+        lists = _per_query_lists(n_q, self.dim, rows, cand, found.reshape(n_q, n_c), self.metric)
+        lists.nprobe = 1
+        scores, ids = lists.search_preassigned(q, k, np.arange(n_q, dtype=np.int64)[:, None],
+                                               np.zeros((n_q, 1), dtype=np.float32))
+        scores[ids < 0] = -np.inf if self.metric == "ip" else np.inf
+        return scores, ids
+
+
+def _per_query_lists(n_q: int, dim: int, rows: np.ndarray, cand: np.ndarray, found: np.ndarray,
+                     metric: str) -> faiss.IndexIVF:
+    """An IVF index with list ``i`` holding query ``i``'s found candidates (ids and exact vectors)."""
+    faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
+    quantizer = faiss.IndexFlat(dim, faiss_metric)  # never searched: lists are preassigned
+    if rows.dtype == np.float16:
+        index = faiss.IndexIVFScalarQuantizer(quantizer, dim, n_q, faiss.ScalarQuantizer.QT_fp16, faiss_metric, False)
+        codes = rows.view(np.uint8)
+    else:
+        index = faiss.IndexIVFFlat(quantizer, dim, n_q, faiss_metric)
+        codes = np.ascontiguousarray(rows, dtype=np.float32).view(np.uint8)
+    codes = codes.reshape(n_q, cand.shape[1], -1)
+    lists = faiss.ArrayInvertedLists(n_q, index.code_size)
+    for i in range(n_q):
+        if found[i].all():
+            lists.add_entries(i, cand.shape[1], faiss.swig_ptr(cand[i]), faiss.swig_ptr(codes[i]))
+        elif found[i].any():
+            ids, list_codes = np.ascontiguousarray(cand[i][found[i]]), np.ascontiguousarray(codes[i][found[i]])
+            lists.add_entries(i, len(ids), faiss.swig_ptr(ids), faiss.swig_ptr(list_codes))
+    index.replace_invlists(lists, True)
+    lists.this.disown()  # the index owns and frees it
+    index.is_trained = True
+    index.referenced_objects = [quantizer]  # the index holds a raw pointer to it
+    return index
