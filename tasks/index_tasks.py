@@ -24,6 +24,7 @@ from mmrag_core.snapshot.publish import Encoder, IndexRequest, compact_and_publi
 from mmrag_core.ingest.sources import Discovery, DocRef
 from mmrag_core.storage.store import open_store
 from mmrag_core.index.shard_files import StoredShard
+from tasks.refs import resolve
 from tasks.extract import submit_extract
 from tasks.retries import disk_full
 from tasks.worker_logs import replay
@@ -62,14 +63,15 @@ def discover_source(source: str, settings: Settings) -> Discovery:
 @task(name="process-batch", cache_policy=NO_CACHE, task_run_name="process-batch-{batch_no}")
 def process_batch(
     batch_no: int, docs: list[DocRef], settings: Settings, encoders: dict, record_key: str, image_live: bool,
-    counter: Any = None,
+    counter: Any = None, in_process: bool = False,
 ) -> BatchSummary:
     """Extract a batch on a Ray worker, caption its pictures (when captioning is on) and embed its items on the
-    model actors, persist one record per doc."""
+    model actors, persist one record per doc. ``in_process``: extract here, with ``encoders`` loaded here (a
+    small job without Ray); the records are the same."""
     store = open_store(settings)
     out = BatchSummary(docs=len(docs))
     t0 = time.perf_counter()
-    batch = ray.get(submit_extract(docs, settings, counter))
+    batch = resolve(submit_extract(docs, settings, counter, in_process))
     replay(batch.logs, get_run_logger(), batch.hostname)
     results = batch.results
     out.seconds_extract = time.perf_counter() - t0
@@ -90,8 +92,8 @@ def process_batch(
         imgs.extend(im)
     text_ref = encoders["text"].encode.remote(texts) if texts else None
     img_ref = encoders["image"].encode.remote(imgs) if imgs else None
-    text_vecs = ray.get(text_ref) if text_ref is not None else np.zeros((0, 0), np.float32)
-    img_vecs = ray.get(img_ref) if img_ref is not None else np.zeros((0, 0), np.float32)
+    text_vecs = resolve(text_ref) if text_ref is not None else np.zeros((0, 0), np.float32)
+    img_vecs = resolve(img_ref) if img_ref is not None else np.zeros((0, 0), np.float32)
     out.seconds_embed = time.perf_counter() - t1
     t_off = i_off = 0
     for doc, r, t_ids, i_ids in zip(docs, results, text_ids, img_ids):
@@ -115,7 +117,7 @@ def process_batch(
     return out
 
 
-def caption_results(results: list, captioner: ray.actor.ActorHandle) -> int:
+def caption_results(results: list, captioner: Any) -> int:
     """Caption every figure, page render and image of a batch's extraction results in one call to the captioner
     (an actor or a pool, which batches and spreads it); returns how many captions were made."""
     items, pngs = [], []
@@ -124,7 +126,7 @@ def caption_results(results: list, captioner: ray.actor.ActorHandle) -> int:
         items.extend(chosen)
         pngs.extend(images)
     if pngs:
-        set_captions(items, ray.get(captioner.encode.remote(pngs)))
+        set_captions(items, resolve(captioner.encode.remote(pngs)))
     return sum(1 for it in items if it.caption)
 
 
@@ -149,12 +151,20 @@ def ray_encoder(settings: Settings) -> Encoder:
     return encode
 
 
+def in_process_encoder(settings: Settings) -> Encoder:
+    """Encode shard jobs one after another in this process (a small job without Ray): the same shards."""
+    store = open_store(settings)
+    return lambda jobs: [run_shard_job(store, job) for job in jobs]
+
+
 @task(name="index-and-publish", cache_policy=NO_CACHE)
-def index_snapshot(settings: Settings, request: IndexRequest, parent: dict | None) -> dict:
-    """Encode the new documents into shards (on Ray), tombstone what left, compact if due, publish. The flow
-    holds manifests as JSON documents (its run report is JSON): ``parent`` and the result are ones."""
+def index_snapshot(settings: Settings, request: IndexRequest, parent: dict | None, in_process: bool = False) -> dict:
+    """Encode the new documents into shards (on Ray, or here for a small job), tombstone what left, compact if
+    due, publish. The flow holds manifests as JSON documents (its run report is JSON): ``parent`` and the result
+    are ones."""
+    encoder = in_process_encoder(settings) if in_process else ray_encoder(settings)
     manifest = index_and_publish(open_store(settings), request, Manifest.of(parent) if parent else None,
-                                 settings.index, ray_encoder(settings))
+                                 settings.index, encoder)
     return manifest.to_json()
 
 

@@ -35,8 +35,9 @@ def _corpus(folder: Path, n: int = 6) -> Path:
 
 
 def _env(prefect_server, store: Path) -> dict:
+    # 18 pages would be a small job, done in the CLI's process; these tests stop Ray and its workers too.
     return {**os.environ, **prefect_server.env(), "MMRAG_STORE": str(store), "MMRAG_CLIP_MODEL": "off",
-            "MMRAG_EXTRACT_BATCH_DOCS": "1"}
+            "MMRAG_EXTRACT_BATCH_DOCS": "1", "MMRAG_SMALL_JOB_PAGES": "0"}
 
 
 def test_sigterm_stops_cleanly(tmp_path: Path, prefect_server) -> None:

@@ -7,11 +7,15 @@ import json
 import os
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from flows.cli.common import command_settings, lexical_line, space_line
 from flows.cli.stop import Stopped, shut_down, stop_on_signals
 from mmrag_core.config import Settings
 from mmrag_core.storage.names import printable
+
+if TYPE_CHECKING:
+    from mmrag_core.snapshot.changes import PendingWork
 
 # The exit status of a run that ran out of space (the disk or quota holding the store, or a temporary folder).
 EXIT_DISK_FULL = 4
@@ -25,9 +29,9 @@ def cmd_index(args: argparse.Namespace) -> int:
     t0, since = time.perf_counter(), time.time()
     try:
         with stop_on_signals():
-            report = _up_to_date_report(args, settings)
+            report, work = _up_to_date_report(args, settings)
             if report is None:
-                report = _run_index_flow(args, settings)
+                report = _run_index_flow(args, settings, work)
     except Stopped as stopped:
         shut_down(stopped, f"mmrag index: {stopped}; stopped Ray and the child processes; {kept(settings, since)}")
     except OSError as e:
@@ -53,14 +57,22 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 1 if args.strict and failed else 0
 
 
-def _run_index_flow(args: argparse.Namespace, settings: Settings) -> dict:
-    """The index flow run, with a progress bar on stderr."""
-    from flows.index_flow import index_flow
-    from flows.params import IndexOverrides, overrides_of
-    from tasks.artifacts import progress_listener
+def _run_index_flow(args: argparse.Namespace, settings: Settings, work: PendingWork | None) -> dict:
+    """The index flow run, with a progress bar on stderr. When the new documents are known (``work``), their
+    models start (or load, for a small job) while Prefect's temporary API starts, not after it."""
+    from flows.warm_start import prefect_api_starting, prestart
     from tasks.worker_logs import install_console_safety
 
-    install_console_safety()
+    with prefect_api_starting():
+        # Prefect first: it sets up logging, which a library logging through the root logger (open_clip) would
+        # otherwise set up its own way. Then the models: both while the API starts.
+        from flows.index_flow import index_flow
+        from flows.params import IndexOverrides, overrides_of
+        from tasks.artifacts import progress_listener
+
+        if work is not None and work.candidates:
+            prestart(settings, work.candidates)
+    install_console_safety()  # on every log handler, Prefect's too: they exist once Prefect is imported
     with progress_listener(progress_bar):
         return index_flow(args.source, settings.store, overrides_of(settings, IndexOverrides), args.retrain)
 
@@ -90,18 +102,19 @@ def progress_bar(done: float, total: int, elapsed: float, pages: int = 0) -> Non
     print(line, file=sys.stderr, flush=True)
 
 
-def _up_to_date_report(args: argparse.Namespace, settings: Settings) -> dict | None:
+def _up_to_date_report(args: argparse.Namespace, settings: Settings) -> tuple[dict | None, PendingWork | None]:
     """Without a Prefect server (``PREFECT_API_URL``) every flow run starts a temporary local API, ~10 s
-    here; a re-run that finds nothing changed should cost the listing only, so check first."""
+    here; a re-run that finds nothing changed should cost the listing only, so check first. Returns the
+    report of a run with nothing to do, else None and the pending work found (None when not checked)."""
     if args.retrain or os.environ.get("PREFECT_API_URL"):
-        return None
+        return None, None
     from mmrag_core.snapshot.changes import check
 
     work = check(args.source, settings)
     if not work.up_to_date:
-        return None
+        return None, work
     return {"published": False, "snapshot": work.parent["id"], "manifest": work.parent,
-            "changes": work.changes.counts(), "flow_run": None}
+            "changes": work.changes.counts(), "flow_run": None}, work
 
 
 def _print_index_summary(m: dict, wall: float) -> None:

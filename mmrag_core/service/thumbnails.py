@@ -12,7 +12,6 @@ import pyarrow.parquet as pq
 from PIL import Image, ImageDraw, ImageOps
 
 from mmrag_core.config import Settings
-from mmrag_core.ingest.extract.common import png_thumbnail
 from mmrag_core.ingest.sources import local_path
 from mmrag_core.storage.items import ItemKind
 from mmrag_core.storage.store import Store, doc_key, storage_options_for
@@ -43,6 +42,14 @@ class ThumbnailCache:
             self._entries.move_to_end(key)
             while len(self._entries) > self.capacity:
                 self._entries.popitem(last=False)
+
+
+def png_thumbnail(img: Image.Image, max_side: int) -> tuple:
+    """Extraction's thumbnail maker, imported on first use: its module loads pymupdf and tesseract's wrapper,
+    1-2 s that ``mmrag serve`` would otherwise spend before it answers."""
+    from mmrag_core.ingest.extract.common import png_thumbnail as make
+
+    return make(img, max_side)
 
 
 def render_thumbnail(store: Store, settings: Settings, row: dict, max_side: int) -> bytes:

@@ -7,19 +7,35 @@ it as a failure of every scanned document would hide it.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from collections.abc import Callable
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from mmrag_core.ingest.extract.chunking import TokenCounter
 from mmrag_core.config import IngestSettings
-from mmrag_core.ingest.extract.common import DocContext, ExtractResult
-from mmrag_core.ingest.extract.image import extract_image
-from mmrag_core.ingest.extract.pdf import extract_pdf
-from mmrag_core.ingest.extract.ocr import OcrUnavailable
+
+if TYPE_CHECKING:
+    from mmrag_core.ingest.extract.common import DocContext, ExtractResult
+
+# The extractors and what they load (pymupdf, tesseract's wrapper, pandas: 1-2 s) come on first use, so a module
+# that needs a light part of this package (``tables`` for the extractive answerer, ``chunking``) does not pay for
+# them: ``mmrag serve`` and ``mmrag ask`` start without them. Name -> the submodule that defines it.
+_ON_FIRST_USE = {"DocContext": "common", "ExtractResult": "common", "OcrUnavailable": "ocr",
+                 "extract_image": "image", "extract_pdf": "pdf"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _ON_FIRST_USE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
 
 __all__ = ["IMAGE_SUFFIXES", "PDF_SUFFIXES", "ExtractResult", "extract_document", "sniff_type"]
 
@@ -53,10 +69,11 @@ def extract_document(
     encoder's tokenizer, per word); ``page_items`` adds a render of every PDF page (``wants_page_items``);
     ``on_page(done, total)`` is called after each PDF page, so progress moves within a large document."""
     started = time.perf_counter()
-    ctx = DocContext(source_uri, doc_sha256, settings, count_tokens, page_items, on_page)
+    this = sys.modules[__name__]  # its attributes load on first use (and a test may replace one)
+    ctx = this.DocContext(source_uri, doc_sha256, settings, count_tokens, page_items, on_page)
     try:
         result = _dispatch(Path(path), ctx)
-    except OcrUnavailable:
+    except this.OcrUnavailable:
         raise
     except Exception as exc:  # a bug or a file that breaks a library in a new way: report, go on
         log.exception("extraction of %s failed", source_uri)
@@ -80,9 +97,9 @@ def _dispatch(path: Path, ctx: DocContext) -> ExtractResult:
     suffix = path.suffix.lower()
     kind = sniff_type(head, suffix)
     if kind == "pdf":
-        return extract_pdf(path, ctx)
+        return sys.modules[__name__].extract_pdf(path, ctx)
     if kind == "image":
-        return extract_image(path, ctx)
+        return sys.modules[__name__].extract_image(path, ctx)
     if suffix in PDF_SUFFIXES:
         return ctx.failed("open", "file named .pdf is not a PDF (no %PDF header)")
     if suffix in IMAGE_SUFFIXES:
