@@ -11,7 +11,10 @@ through ``QueryEngine.search`` (encode, FAISS search, fusion, hydration: the wor
 ``--concurrency``. In-process searches and single-client requests alternate query by query, and the concurrent
 runs are interleaved with them, so that other work on the machine affects both sides alike.
 Reports p50/p99 latency and QPS per mode, the HTTP/in-process p50 ratio (target <= 1.3 at concurrency 1), the
-service's own ``took_ms`` (the search inside the request) and the load average. Writes
+service's own ``took_ms`` (the search inside the request) and the load average, and the concurrency ratios of
+this one run: QPS at the highest concurrency over QPS with one client (target >= 3 at 16 clients) and the same
+for p50 (target <= 2; issue 20). The served process inherits the environment, so
+``MMRAG_SERVICE_MICROBATCH_MAX=1`` measures the service without micro-batching. Writes
 ``benchmarks/results/query_service.json``.
 """
 from __future__ import annotations
@@ -130,6 +133,13 @@ def over_http(client: httpx.Client, queries: list[str], n: int, k: int, workers:
     return lat, took, time.perf_counter() - t0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far: what a request costs the server whatever the load of
+    the machine (wall times on a busy machine mostly measure the others)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def summary(lat: list[float], wall: float, took: list[float] | None = None) -> dict:
     ms = sorted(x * 1000 for x in lat)
     out = {"requests": len(ms), "p50_ms": round(statistics.median(ms), 2),
@@ -138,6 +148,19 @@ def summary(lat: list[float], wall: float, took: list[float] | None = None) -> d
     if took:
         out["server_took_p50_ms"] = round(statistics.median(took), 2)
     return out
+
+
+QPS_TARGET, P50_TARGET = 3.0, 2.0  # issue 20 at 16 clients: QPS >= 3x one client's, p50 <= 2x one client's
+
+
+def concurrency_ratios(rows: dict[str, dict], clients: int) -> dict | None:
+    """QPS and p50 with ``clients`` concurrent clients over those with one, from this run, and the targets."""
+    one, many = rows.get("http c=1"), rows.get(f"http c={clients}")
+    if one is None or many is None or clients == 1:
+        return None
+    qps, p50 = round(many["qps"] / one["qps"], 2), round(many["p50_ms"] / one["p50_ms"], 2)
+    return {"clients": clients, "qps_ratio": qps, "p50_ratio": p50, "qps_target": QPS_TARGET,
+            "p50_target": P50_TARGET, "target_met": qps >= QPS_TARGET and p50 <= P50_TARGET}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     proc = start_service(args.store, snapshot_id, port)
     samples: dict[str, dict] = {"in-process": {"lat": [], "wall": 0.0}}
-    samples.update({f"http c={c}": {"lat": [], "took": [], "wall": 0.0} for c in levels})
+    samples.update({f"http c={c}": {"lat": [], "took": [], "wall": 0.0, "cpu": 0.0} for c in levels})
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120,
                           limits=httpx.Limits(max_connections=max(levels), max_keepalive_connections=max(levels))) \
@@ -172,14 +195,18 @@ def main(argv: list[str] | None = None) -> int:
                 engine.search(text=q, k=args.k)
                 client.post("/query", json={"text": q, "k": args.k}).raise_for_status()
             for r in range(args.rounds):
+                cpu0 = cpu_seconds(proc.pid)
                 pairs = paired(engine, client, queries, args.requests, args.k)
+                samples["http c=1"]["cpu"] += cpu_seconds(proc.pid) - cpu0
                 samples["in-process"]["lat"] += pairs["in"]
                 samples["in-process"]["wall"] += sum(pairs["in"])
                 samples["http c=1"]["lat"] += pairs["http"]
                 samples["http c=1"]["took"] += pairs["took"]
                 samples["http c=1"]["wall"] += sum(pairs["http"])
                 for c in [c for c in (levels if r % 2 == 0 else reversed(levels)) if c != 1]:
+                    cpu0 = cpu_seconds(proc.pid)
                     lat, took, wall = over_http(client, queries, args.requests, args.k, c)
+                    samples[f"http c={c}"]["cpu"] += cpu_seconds(proc.pid) - cpu0
                     entry = samples[f"http c={c}"]
                     entry["lat"] += lat
                     entry["took"] += took
@@ -191,17 +218,28 @@ def main(argv: list[str] | None = None) -> int:
     load_after = os.getloadavg()
 
     rows = {mode: summary(s["lat"], s["wall"], s.get("took")) for mode, s in samples.items()}
+    for mode, s in samples.items():
+        if "cpu" in s:  # the served process's CPU time per request (all its threads), and the cores it got
+            rows[mode]["server_cpu_ms_per_request"] = round(s["cpu"] * 1000 / max(len(s["lat"]), 1), 1)
+            rows[mode]["server_cores_used"] = round(s["cpu"] / s["wall"], 2) if s["wall"] else None
     base = rows["in-process"]["p50_ms"]
     for row in rows.values():
         row["p50_vs_in_process"] = round(row["p50_ms"] / base, 2)
     print(f"\nstore {args.store}, snapshot {snapshot_id}, {len(queries)} queries from {args.queries.name}, k={args.k}, "
           f"{args.rounds} rounds x {args.requests} requests per mode")
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1 min)\n")
-    print("| mode | requests | p50 ms | p99 ms | mean ms | QPS | p50 / in-process | server took_ms p50 |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| mode | requests | p50 ms | p99 ms | mean ms | QPS | p50 / in-process | server took_ms p50 | "
+          "server CPU ms / request | server cores used |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for mode, row in rows.items():
         print(f"| {mode} | {row['requests']} | {row['p50_ms']} | {row['p99_ms']} | {row['mean_ms']} | {row['qps']} | "
-              f"{row['p50_vs_in_process']} | {row.get('server_took_p50_ms', '-')} |")
+              f"{row['p50_vs_in_process']} | {row.get('server_took_p50_ms', '-')} | "
+              f"{row.get('server_cpu_ms_per_request', '-')} | {row.get('server_cores_used', '-')} |")
+    ratios = concurrency_ratios(rows, max(levels))
+    if ratios:
+        print(f"\nclients {max(levels)} vs 1: QPS x{ratios['qps_ratio']} (target >= {QPS_TARGET}), p50 "
+              f"x{ratios['p50_ratio']} (target <= {P50_TARGET}); micro-batching "
+              f"{'off' if os.environ.get('MMRAG_SERVICE_MICROBATCH_MAX') == '1' else 'on'}")
     result = {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"), "store": args.store, "snapshot": snapshot_id,
         "items": engine.snapshot.manifest["counts"]["items"], "queries": str(args.queries), "k": args.k,
@@ -212,6 +250,10 @@ def main(argv: list[str] | None = None) -> int:
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "results": rows, "target": "http c=1 p50 <= 1.3 x in-process p50",
         "target_met": rows["http c=1"]["p50_vs_in_process"] <= 1.3 if "http c=1" in rows else None,
+        "microbatch_env": {name: os.environ[name] for name in ("MMRAG_SERVICE_MICROBATCH_MAX",
+                                                                "MMRAG_SERVICE_MICROBATCH_WAIT_MS")
+                           if name in os.environ},
+        "concurrency_ratios": ratios,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

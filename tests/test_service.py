@@ -267,25 +267,29 @@ def test_a_flood_gets_503_with_retry_after_and_the_service_recovers(corpus: dict
     queued), counted in the metrics, and once the slow ones finish the service answers again."""
     store: Store = corpus["store"]
     app = create_app(Settings(store=store.uri, service_poll_seconds=0, service_max_queue=2))
-    holder, release, entered = app.state.holder, threading.Event(), threading.Semaphore(0)
-    real_search = holder.search
+    holder, gate, release, entered = app.state.holder, app.state.gate, threading.Event(), threading.Semaphore(0)
+    real_search = holder.encode_many  # what the micro-batcher calls for each batch of text queries
 
     def slow_search(*args, **kwargs):
         entered.release()
         release.wait(30)
         return real_search(*args, **kwargs)
 
-    holder.search = slow_search
+    holder.encode_many = slow_search
     with live_server(app) as url, httpx.Client(base_url=url, timeout=60) as client, \
             ThreadPoolExecutor(2) as pool:
         slow = [pool.submit(client.post, "/query", json={"text": "espresso"}) for _ in range(2)]
-        assert entered.acquire(timeout=30) and entered.acquire(timeout=30)  # both places taken
+        assert entered.acquire(timeout=30)  # one is searching; the other searching too or waiting for it
+        deadline = time.monotonic() + 30
+        while gate.active < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert gate.active == 2  # both places taken
         refused = [client.post("/query", json={"text": "bridge"}) for _ in range(3)]
         assert [r.status_code for r in refused] == [503] * 3
         assert refused[0].headers["retry-after"] == "1" and "service_max_queue" in refused[0].json()["detail"]
         release.set()
         assert [f.result().status_code for f in slow] == [200, 200]
-        holder.search = real_search
+        holder.encode_many = real_search
         assert client.post("/query", json={"text": "bridge"}).status_code == 200
         metrics = client.get("/metrics").text
     assert 'mmrag_http_rejected_total{endpoint="/query"} 3.0' in metrics

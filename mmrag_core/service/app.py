@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 
 from mmrag_core.config import Settings
 from mmrag_core.service.answers import Answerer
+from mmrag_core.service.batching import QueryBatcher
 from mmrag_core.service.guards import (AdmissionGate, BodySizeLimitMiddleware, ForwardedHeadersMiddleware,
                                        SecurityHeadersMiddleware, token_checker)
 from mmrag_core.service.metrics import MetricsMiddleware, ServiceMetrics
@@ -30,6 +31,7 @@ def create_app(settings: Settings, store: Store | None = None, pinned_snapshot: 
     holder = SnapshotHolder(store, settings, pinned_snapshot, on_swap=lambda sid: (metrics.served(sid),
                                                                                    metrics.swaps.inc()),
                             on_swap_failure=lambda _sid, _e: metrics.swap_failures.inc())
+    batcher = QueryBatcher(holder, settings.service_microbatch_wait_ms, settings.service_microbatch_max)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -37,6 +39,7 @@ def create_app(settings: Settings, store: Store | None = None, pinned_snapshot: 
         try:
             yield
         finally:
+            await run_in_threadpool(batcher.stop)
             await run_in_threadpool(holder.stop)
 
     app = FastAPI(title="mmrag query service", lifespan=lifespan, docs_url=None,  # /docs: routes/pages.py
@@ -45,6 +48,7 @@ def create_app(settings: Settings, store: Store | None = None, pinned_snapshot: 
     app.state.settings = settings
     app.state.store = store
     app.state.holder = holder
+    app.state.batcher = batcher
     app.state.metrics = metrics
     app.state.thumbnails = ThumbnailCache(settings.service_thumbnail_cache)
     app.state.answerer = Answerer(holder, settings)

@@ -16,6 +16,7 @@ from typing import Any
 
 from mmrag_core.config import Settings
 from mmrag_core.answer.prompting import Source, sources_from_hits
+from mmrag_core.query.batched import SearchRequest, query_vectors
 from mmrag_core.query.engine import Hit, QueryEngine
 from mmrag_core.query.filters import QueryFilters
 from mmrag_core.snapshot.open import SnapshotError, load_manifest, open_snapshot, read_table
@@ -90,6 +91,21 @@ class SnapshotHolder:
             hits = engine.search(text=text, image=image, k=k, spaces=spaces, strategy=strategy, filters=filters,
                                  dedupe=dedupe)
         return Answer(engine.snapshot.id, hits)
+
+    def search_many(self, requests: list[SearchRequest]) -> tuple[str, list[list[Hit] | Exception]]:
+        """The served snapshot's id and each request's hits (or its exception), all from that one snapshot, their
+        texts encoded together (:meth:`QueryEngine.search_many`; the micro-batcher's call)."""
+        engine = self.engine
+        with self._search_lock:
+            results = engine.search_many(requests)
+        return engine.snapshot.id, results
+
+    def encode_many(self, requests: list[SearchRequest]) -> tuple[QueryEngine, list[dict]]:
+        """The served engine and each request's query vectors, encoded together under the search lock (the
+        encoders are not thread-safe): what the micro-batcher then searches with, outside the lock."""
+        engine = self.engine
+        with self._search_lock:
+            return engine, query_vectors(engine, requests)
 
     def locked_engine(self) -> LockedEngine:
         """The served engine for a request that searches more than once (the extractive answerer): one

@@ -9,6 +9,7 @@ from fastapi import Depends, HTTPException, Request
 
 from mmrag_core.config import Settings
 from mmrag_core.service.answers import Answerer
+from mmrag_core.service.batching import QueryBatcher
 from mmrag_core.service.guards import RETRY_AFTER_SECONDS, AdmissionGate
 from mmrag_core.service.metrics import ServiceMetrics
 from mmrag_core.service.snapshot_holder import SnapshotHolder
@@ -45,6 +46,7 @@ async def admitted(request: Request) -> AsyncIterator[None]:
 SettingsDep = Annotated[Settings, Depends(_state("settings"))]
 StoreDep = Annotated[Store, Depends(_state("store"))]
 HolderDep = Annotated[SnapshotHolder, Depends(_state("holder"))]
+BatcherDep = Annotated[QueryBatcher, Depends(_state("batcher"))]
 MetricsDep = Annotated[ServiceMetrics, Depends(_state("metrics"))]
 ThumbnailsDep = Annotated[ThumbnailCache, Depends(_state("thumbnails"))]
 AnswererDep = Annotated[Answerer, Depends(_state("answerer"))]

@@ -15,10 +15,12 @@ from pydantic import BaseModel, Field, ValidationError, WithJsonSchema
 from starlette.datastructures import UploadFile
 
 from mmrag_core.config import Settings
+from mmrag_core.query.batched import SearchRequest
 from mmrag_core.query.engine import RANKED_LISTS, STRATEGIES
 from mmrag_core.query.filters import FILTER_KEYS, QueryFilters
 from mmrag_core.service.guards import check_image, check_k, check_text
-from mmrag_core.service.routes.deps import ADMITTED, AUTH, HolderDep, SettingsDep
+from mmrag_core.service.batching import QueryBatcher
+from mmrag_core.service.routes.deps import ADMITTED, AUTH, BatcherDep, HolderDep, SettingsDep
 from mmrag_core.service.snapshot_holder import Answer
 
 # In the OpenAPI schema an enum; checked by _checked (a 422 that names the choices), not by pydantic.
@@ -98,14 +100,14 @@ router = APIRouter()
 
 @router.post("/query", dependencies=AUTH + ADMITTED, response_model=QueryResponse, openapi_extra=QUERY_OPENAPI,
              summary="Search by text (JSON) or by image, with optional text (multipart)")
-async def query(request: Request, settings: SettingsDep, holder: HolderDep) -> dict:
+async def query(request: Request, settings: SettingsDep, batcher: BatcherDep) -> dict:
     text, image, k, spaces, options = await _parse_query(request, settings)
-    return await _search(request, holder, text, image, k, spaces, options)
+    return await _search(request, batcher, text, image, k, spaces, options)
 
 
 @router.get("/search", dependencies=AUTH + ADMITTED, response_model=QueryResponse,
             summary="Search by text from a URL: /search?q=...&k=... (the same answer as POST /query)")
-async def search(request: Request, settings: SettingsDep, holder: HolderDep,
+async def search(request: Request, settings: SettingsDep, batcher: BatcherDep,
                  q: Annotated[str, Query(min_length=1, description="Query text.")],
                  k: Annotated[int | None, Query(description="Hits to return (default: the k setting).")] = None,
                  strategy: Annotated[Strategy | None, Query(description="Fusion strategy (default: the "
@@ -126,7 +128,7 @@ async def search(request: Request, settings: SettingsDep, holder: HolderDep,
                if value}
     k, options = _checked(settings, q, k, strategy.value if strategy else None, filters or None, dedupe)
     names = [n.strip() for n in (spaces or "").split(",") if n.strip()] or None
-    return await _search(request, holder, q, None, k, names, options)
+    return await _search(request, batcher, q, None, k, names, options)
 
 
 @router.post("/query/batch", dependencies=AUTH + ADMITTED, response_model=BatchResponse,
@@ -158,11 +160,13 @@ async def query_batch(body: BatchRequest, request: Request, settings: SettingsDe
     return {"results": [_response(request, answer, took) for answer, took in await run_in_threadpool(run_all)]}
 
 
-async def _search(request: Request, holder: HolderDep, text: str | None, image: bytes | None, k: int,
+async def _search(request: Request, batcher: QueryBatcher, text: str | None, image: bytes | None, k: int,
                   spaces: list[str] | None, options: dict) -> dict:
+    """One query's response, answered by the micro-batcher together with the queries waiting at the same time
+    (:mod:`mmrag_core.service.batching`); ``took_ms`` is the time from submitting it to its answer."""
     start = time.perf_counter()
     try:
-        answer = await run_in_threadpool(lambda: holder.search(text, image, k, spaces, **options))
+        answer = await batcher.search(SearchRequest(text=text, image=image, k=k, spaces=spaces, **options))
     except ValueError as e:
         raise HTTPException(400, str(e)) from e
     return _response(request, answer, round((time.perf_counter() - start) * 1000, 2))
