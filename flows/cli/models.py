@@ -45,7 +45,7 @@ def fetch_models(settings: Settings, to: Path) -> list[str]:
 
     lines: list[str] = []
     clip, tag = settings.clip_model, settings.clip_pretrained
-    if clip.lower() == "off" or clip.startswith("local-dir:") or Path(tag).exists():
+    if clip.lower() == "off" or clip.startswith(("local-dir:", "store:")) or Path(tag).exists():
         lines.append(f"# CLIP: {clip} {tag}: nothing to download")
     else:
         import open_clip

@@ -1,7 +1,7 @@
-"""Versioned fine-tuned models in the store: ``models/text/<id>/`` holds the adapter files, and last (the marker)
-``mmrag_model.json``: the base model, each file's sha256, the training data's and settings' fingerprints, the
-validation metrics and the parent model. The id is derived from the adapter's bytes, so the same weights get the
-same id and a model, once written, never changes."""
+"""Versioned fine-tuned models in the store: ``models/<space>/<id>/`` (``text`` or ``image``) holds the adapter
+files, and last (the marker) ``mmrag_model.json``: the base model, each file's sha256, the training data's and
+settings' fingerprints, the validation metrics and the parent model. The id is derived from the adapter's bytes, so
+the same weights get the same id and a model, once written, never changes."""
 from __future__ import annotations
 
 import hashlib

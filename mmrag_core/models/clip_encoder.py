@@ -2,6 +2,11 @@
 
 Weights come from an open_clip pretrained tag, a checkpoint path, or a ``local-dir:`` model folder
 (``open_clip_config.json`` + weights). ``none`` builds random weights, which only tests should use.
+
+A model fine-tuned by ``mmrag finetune --space image`` is named ``store:models/image/<id>``: its
+``mmrag_model.json`` names the CLIP base (model, pretrained, model config, the base weights' fingerprint) and its
+``projection.safetensors`` holds a residual map per tower, applied to the base's normalised embeddings. Its files
+are checked against their sha256 and the base against its fingerprint before use.
 """
 from __future__ import annotations
 
@@ -44,10 +49,21 @@ class ClipEncoder:
         model_config: str | None = None,
         device: str = "cpu",
         batch_size: int = 32,
+        store: object | None = None,
     ) -> None:
         import open_clip
         import torch
 
+        from mmrag_core.models.stored import is_store_ref
+
+        self.name = model_name  # what a setting and the manifest call it (a stored model: its store: name)
+        self.adapter: dict | None = None
+        self.projection: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+        if is_store_ref(model_name):
+            self.adapter, self.projection = _stored_adapter(store, model_name)
+            clip = self.adapter["clip"]  # the base it was trained on, whatever the other settings say
+            model_name, pretrained = self.adapter["base"], clip.get("pretrained")
+            model_config = clip.get("model_config")
         if model_config:
             open_clip.add_model_config(Path(model_config))
         random = _random_weights(pretrained) and not model_name.startswith(("local-dir:", "hf-hub:"))
@@ -74,7 +90,8 @@ class ClipEncoder:
             ) from e
         self.model = model.eval()
         self.preprocess = preprocess
-        self.model_name = model_name
+        self.model_name = self.name
+        self.base_name = model_name
         self.pretrained = "none" if random else pretrained
         self.random_weights = random
         self.device = device
@@ -83,6 +100,31 @@ class ClipEncoder:
         self._state_sha256: str | None = None
         with torch.inference_mode():
             self.dim = int(self.model.encode_text(self.tokenizer(["probe"]).to(device)).shape[-1])
+        if self.adapter is not None:
+            self._check_base()
+
+    def _check_base(self) -> None:
+        """A stored model's projection is only right on the base weights it was trained on."""
+        from mmrag_core.models.fingerprint import state_fingerprint
+
+        recorded = self.adapter["clip"].get("base_state_sha256")
+        loaded = state_fingerprint(self.model)
+        if recorded and loaded != recorded:
+            raise ModelUnavailable(
+                f"image model {self.name!r} was trained on CLIP {self.base_name!r} with state_sha256 {recorded}, "
+                f"but the base loaded here has state_sha256 {loaded}. {HOW_TO_PROVIDE}")
+        if self.projection is not None and self.projection["image"][0].shape[0] != self.dim:
+            raise ModelUnavailable(f"image model {self.name!r}: its projection does not fit CLIP {self.base_name!r} "
+                                   f"(dim {self.dim})")
+
+    def _project(self, out: np.ndarray, tower: str) -> np.ndarray:
+        """A stored model's residual map of ``tower`` (x + W x + b), then unit length again; else ``out``."""
+        if self.projection is None:
+            return out
+        weight, bias = self.projection[tower]
+        out = out + out @ weight.T + bias
+        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out.astype(np.float32, copy=False)
 
     def encode_images(self, images: list) -> np.ndarray:
         """Embed images given as encoded bytes or PIL images; (n, dim) float32, unit-norm rows."""
@@ -97,7 +139,7 @@ class ClipEncoder:
                 x = torch.stack([self.preprocess(p.convert("RGB")) for p in pils]).to(self.device)
                 feats = torch.nn.functional.normalize(self.model.encode_image(x).float(), dim=-1)
                 out[start : start + len(batch)] = feats.cpu().numpy()
-        return out
+        return self._project(out, "image")
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         """Embed query texts into the image space; (n, dim) float32, unit-norm rows."""
@@ -109,21 +151,27 @@ class ClipEncoder:
                 tokens = self.tokenizer(batch).to(self.device)
                 feats = torch.nn.functional.normalize(self.model.encode_text(tokens).float(), dim=-1)
                 out[start : start + len(batch)] = feats.cpu().numpy()
-        return out
+        return self._project(out, "text")
 
     def describe(self) -> dict:
         """Model, weights source and checksums, for the manifest."""
         from mmrag_core.models.fingerprint import weights_checksums
 
-        source = self.model_name[len("local-dir:"):] if self.model_name.startswith("local-dir:") else self.pretrained
-        return {
-            "name": self.model_name,
+        base = self.base_name
+        source = base[len("local-dir:"):] if base.startswith("local-dir:") else self.pretrained
+        desc = {
+            "name": self.name,
             "pretrained": self.pretrained,
             "random_weights": self.random_weights,
             "dim": self.dim,
             "weights_sha256": weights_checksums(source) if source and Path(source).exists() else {},
             "state_sha256": self.state_sha256,
         }
+        if self.adapter is not None:
+            desc["fine_tuned"] = {"id": self.adapter["id"], "base": base, "kind": self.adapter.get("kind"),
+                                  "parent": self.adapter.get("parent"), "files": self.adapter.get("files", {}),
+                                  "base_state_sha256": self.adapter["clip"].get("base_state_sha256")}
+        return desc
 
     @property
     def state_sha256(self) -> str:
@@ -132,4 +180,29 @@ class ClipEncoder:
             from mmrag_core.models.fingerprint import state_fingerprint
 
             self._state_sha256 = state_fingerprint(self.model)
+            if self.projection is not None:  # the projection is part of the weights a query must match
+                import hashlib
+
+                h = hashlib.sha256(self._state_sha256.encode())
+                for tower in sorted(self.projection):
+                    for a in self.projection[tower]:
+                        h.update(np.ascontiguousarray(a, dtype=np.float32).tobytes())
+                self._state_sha256 = h.hexdigest()[:16]
         return self._state_sha256
+
+
+def _stored_adapter(store: object, ref: str) -> tuple[dict, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """The metadata and per-tower (weight, bias) of a fine-tuned image model in ``store`` (files checked)."""
+    from safetensors.numpy import load_file
+
+    from mmrag_core.models.stored import fetch_stored_model, read_meta
+
+    folder = fetch_stored_model(store, ref)
+    meta = read_meta(folder)
+    if meta.get("space") != "image" or "clip" not in meta:
+        raise ModelUnavailable(f"{ref!r} is a {meta.get('space')!r} space model, not a fine-tuned CLIP "
+                               "(models/image/<id>)")
+    tensors = load_file(str(folder / "projection.safetensors"))
+    towers = {t: (tensors[f"{t}.weight"].astype(np.float32), tensors[f"{t}.bias"].astype(np.float32))
+              for t in ("text", "image")}
+    return meta, towers

@@ -1,7 +1,9 @@
-"""Fine-tuned text models kept in the store (``models/text/<id>/``) or in a folder: a small LoRA adapter over a
-base encoder, with a ``mmrag_model.json`` that names the base and every file's sha256.
+"""Fine-tuned models kept in the store (``models/text/<id>/``, ``models/image/<id>/``) or in a folder: a small
+adapter (LoRA or a projection) over a base encoder, with a ``mmrag_model.json`` that names the base and every
+file's sha256.
 
-A setting names one as ``store:models/text/<id>`` (the store that holds the index, so a snapshot and the model
+A setting names one as ``store:models/text/<id>`` (``text_model``) or ``store:models/image/<id>``
+(``clip_model``) (the store that holds the index, so a snapshot and the model
 it was built with travel together) or as a folder path. Files are checked against their sha256 before use, so a
 query never encodes with other weights than the ones an index was built with.
 """
@@ -47,7 +49,7 @@ def fetch_stored_model(store: Any, ref: str) -> Path:
     """A checked local folder holding the stored model ``ref`` (``store:<key>``): the folder itself in a local
     store, else a copy under the store's cache, fetched once per model id."""
     if store is None:
-        raise ModelUnavailable(f"text model {ref!r} lives in a store, but no store was given to load it from")
+        raise ModelUnavailable(f"model {ref!r} lives in a store, but no store was given to load it from")
     key = ref[len(STORE_PREFIX):].strip("/")
     try:
         meta = json.loads(store.read_bytes(f"{key}/{MODEL_META}"))
@@ -72,7 +74,12 @@ def fetch_stored_model(store: Any, ref: str) -> Path:
 
 def text_model_store(settings: Any) -> Any:
     """The store a ``store:`` text model setting refers to (None for any other model name)."""
-    if not is_store_ref(settings.text_model):
+    return model_store(settings, settings.text_model)
+
+
+def model_store(settings: Any, name: str) -> Any:
+    """The store a ``store:`` model name refers to: the settings' store (None for any other model name)."""
+    if not is_store_ref(name):
         return None
     from mmrag_core.storage.store import open_store
 
