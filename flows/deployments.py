@@ -50,10 +50,11 @@ class DeploymentSpec:
 
 
 def deployment_specs(settings: Settings, source: str | None = None) -> list[DeploymentSpec]:
-    """The six deployments (``finetune`` runs on demand only). Without a default ``source`` the re-indexing schedules are registered inactive:
+    """The six deployments. Without a default ``source`` the re-indexing schedules are registered inactive:
     a scheduled run would have nothing to index (a run from the UI names its source); likewise the evaluation
     schedule without default queries and qrels files (``eval_queries``, ``eval_qrels``). Evaluation only
-    reads the store, so it waits for no lock."""
+    reads the store, so it waits for no lock. ``finetune`` (on demand unless ``finetune_cron`` is set) promotes
+    by default: it re-indexes LATEST's source into a candidate snapshot and moves LATEST only when it wins."""
     source = source or settings.source
     wait = {"lock_wait_seconds": settings.deploy_lock_wait_seconds}
     store = {"store": settings.store}
@@ -70,8 +71,10 @@ def deployment_specs(settings: Settings, source: str | None = None) -> list[Depl
                        settings.gc_cron or None, {**store, "overrides": wait}),
         DeploymentSpec("evaluate", evaluate_flow, "Measure LATEST's retrieval quality against relevance judgements.",
                        settings.evaluate_cron or None, {**eval_files, **store, "overrides": {}}, len(eval_files) == 2),
-        DeploymentSpec("finetune", finetune_flow, "Fine-tune the text encoder on LATEST (mined hard negatives) and "
-                       "keep the versioned model in the store.", None, {**store, "overrides": {}}),
+        DeploymentSpec("finetune", finetune_flow, "Fine-tune the text encoder on LATEST (mined hard negatives), keep "
+                       "the versioned model in the store, index a candidate snapshot with it and promote it to LATEST "
+                       "only when it evaluates better.", settings.finetune_cron or None,
+                       {**store, "overrides": wait, "promote": True}),
     ]
 
 

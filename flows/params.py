@@ -27,7 +27,7 @@ from mmrag_core.config import (
 NOT_OVERRIDABLE = frozenset({
     "store", "source", "reindex_cron", "full_rebuild_cron", "compact_cron", "gc_cron", "schedule_timezone",
     "deploy_collision_strategy", "deploy_lock_wait_seconds", "worker_limit",
-    "evaluate_cron", "eval_queries", "eval_qrels",
+    "evaluate_cron", "eval_queries", "eval_qrels", "finetune_cron",
     # A secret: a flow run's parameters are stored (and shown) by the Prefect server.
     "generator_api_key",
 }) | {name for name in Settings.model_fields if name.startswith("service_")}  # the HTTP service's own settings

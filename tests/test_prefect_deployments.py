@@ -62,7 +62,8 @@ def test_default_deployments(clean_mmrag_env: None) -> None:
     assert deps["evaluate"].entrypoint == "flows.eval_flow.evaluate_flow"
     assert deps["evaluate"].parameters == {"store": "/data/store", "overrides": {}}
     assert deps["finetune"].entrypoint == "flows.finetune_flow.finetune_flow"
-    assert deps["finetune"].parameters == {"store": "/data/store", "overrides": {}}
+    assert deps["finetune"].parameters == {"store": "/data/store", "overrides": {"lock_wait_seconds": 14400.0},
+                                           "promote": True}
     for d in deps.values():
         assert d.concurrency_limit == 1
         assert d.concurrency_options.collision_strategy == ConcurrencyLimitStrategy.ENQUEUE

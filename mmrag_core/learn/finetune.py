@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 
 RUNS_PREFIX = "learn/runs"
 # Settings that do not change what a run computes (how many threads), left out of the run key.
-_NOT_IN_KEY = {"finetune_threads"}
+_NOT_IN_KEY = {"finetune_threads", "finetune_promote", "finetune_eval_queries", "finetune_eval_qrels",
+               "finetune_promote_metric", "finetune_promote_system", "finetune_promote_min_gain"}  # the gate's
 
 
 @dataclass
@@ -58,6 +59,14 @@ def settings_fingerprint(learn: LearnSettings) -> str:
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def train_val_split(examples: list[Example], learn: LearnSettings) -> tuple[list[Example], list[Example]]:
+    """The run's training and held-out validation examples (the promotion gate scores the held-out ones)."""
+    train_ex, val_ex = split(examples, learn.finetune_val_fraction, learn.finetune_seed)
+    if not val_ex:  # tiny sets: hold out at least one query
+        val_ex, train_ex = train_ex[-1:], train_ex[:-1]
+    return train_ex, val_ex
+
+
 def prepare(store, engine: QueryEngine, examples: list[Example], learn: LearnSettings) -> Prepared:
     """Split by query, mine hard negatives for both sides (kept in the store), key the run."""
     if len(examples) < 4:
@@ -71,9 +80,7 @@ def prepare(store, engine: QueryEngine, examples: list[Example], learn: LearnSet
             keys.append(k)
             tables.append(t.replace_schema_metadata(None))
     key, table = ",".join(keys), pa.concat_tables(tables)
-    train_ex, val_ex = split(examples, learn.finetune_val_fraction, learn.finetune_seed)
-    if not val_ex:  # tiny sets: hold out at least one query
-        val_ex, train_ex = train_ex[-1:], train_ex[:-1]
+    train_ex, val_ex = train_val_split(examples, learn)
     val_ids = {e.query_id for e in val_ex}
     rows = table.to_pylist()
     train = [r for r in rows if r["query_id"] not in val_ids]

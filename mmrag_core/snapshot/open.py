@@ -83,8 +83,10 @@ def _parquet_bytes(t: pa.Table) -> bytes:
 
 
 def publish(store: Store, content: SnapshotContent, settings: IndexSettings, parent: str | None = None,
-            snapshot_id: str | None = None) -> Manifest:
-    """Write the snapshot's own files, verify every file it references, write the manifest, move LATEST."""
+            snapshot_id: str | None = None, move_latest: bool = True) -> Manifest:
+    """Write the snapshot's own files, verify every file it references, write the manifest, move LATEST.
+    Without ``move_latest`` the snapshot is published as a candidate: complete and readable by id, LATEST
+    unchanged (the fine-tuning gate moves LATEST only when the candidate evaluates better)."""
     snapshot_id = snapshot_id or new_snapshot_id()
     if store.exists(snapshot_key(snapshot_id, MANIFEST)):
         raise SnapshotError(f"snapshot {snapshot_id} already exists")
@@ -133,7 +135,8 @@ def publish(store: Store, content: SnapshotContent, settings: IndexSettings, par
     store.write_bytes(snapshot_key(snapshot_id, MANIFEST),
                       json.dumps(manifest.to_json(), indent=2, sort_keys=True).encode())
     crash_point("manifest-written")
-    store.set_latest(snapshot_id)
+    if move_latest:
+        store.set_latest(snapshot_id)
     return manifest
 
 

@@ -63,6 +63,7 @@ class IndexRequest:
     source: str
     stats: dict
     fresh: bool  # retrain codecs and encode everything again
+    move_latest: bool = True  # False: publish a candidate snapshot, LATEST unchanged
 
 
 def index_and_publish(store: Store, request: IndexRequest, parent: Manifest | None, settings: IndexSettings,
@@ -94,7 +95,7 @@ def index_and_publish(store: Store, request: IndexRequest, parent: Manifest | No
     content = SnapshotContent(items, catalog_table([e.row() for e in plan.entries]), failures, tombstones, spaces,
                               request.models, request.source, stats, request.record_key, request.config_key,
                               plan.next_id, reasons or None, lexical)
-    return publish(store, content, settings, parent=parent.id if parent else None)
+    return publish(store, content, settings, parent=parent.id if parent else None, move_latest=request.move_latest)
 
 
 def _items(store: Store, plan: IndexPlan, base: Manifest | None) -> pa.Table:
