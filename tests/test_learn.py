@@ -290,3 +290,48 @@ def test_the_packaged_adapter_loads_offline_with_its_checksums() -> None:
     texts = ["capex", "Purchases of property, plant and equipment"]
     a, b = tuned.encode(texts), base.encode(texts)
     assert float(a[0] @ a[1]) > float(b[0] @ b[1])  # the analyst's word meets the statement's line
+
+
+def test_passage_pairs_tie_a_sentence_to_its_page() -> None:
+    """Generic pairs (no labels): a sentence of a page -> that page, its chunk the positive; a page quoting the
+    same sentence is a false negative; at most ``per_doc`` per document."""
+    from mmrag_core.learn.pairs import Page, is_false_negative, passage_examples
+
+    said = "The committee reviewed the draft of the report and asked the authors to add a chapter on open data."
+    pages = {("book", 0): Page("book", 0, [(1, "Chapter one. " + said + " Short."), (2, "Nothing at all.")]),
+             ("book", 1): Page("book", 1, [(3, "Figure 2 shows the growth of public licences over the last ten "
+                                               "years in many countries.")]),
+             ("book", 2): Page("book", 2, [(4, "Too short to ask.")])}
+    examples = passage_examples(pages)
+    assert {(e.doc, e.page) for e in examples} == {("book", 0), ("book", 1)}
+    first = next(e for e in examples if e.page == 0)
+    assert first.query == said and said in first.positive and first.source == "passage"
+    assert is_false_negative(Page("other", 5, [(9, "As quoted: " + said)]), first.guards)
+    assert not is_false_negative(pages[("book", 1)], first.guards)
+    assert len(passage_examples(pages, per_doc=1)) == 1
+
+
+def test_identity_penalty_and_blend_keep_the_projection_near_the_base(corpus: tuple[Path, Path, Path]) -> None:
+    """The identity penalty shrinks the trained residual (W, b); blend scales the saved residual (the same run
+    otherwise: the same best step, half the weights)."""
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    from mmrag_core.storage.store import Store
+    from tasks.finetune_tasks import finetune
+
+    store_path, q, r = corpus
+
+    def trained(**kw: object) -> dict:
+        out = finetune(_settings(store_path, finetune_max_steps=12, **kw), str(q), str(r), synthetic=True,
+                       use_ray=False)
+        folder = Path(Store(store_path).path(out["path"].removeprefix("store:")))
+        return load_file(str(folder / "projection.safetensors"))
+
+    def size(w: dict) -> float:
+        return float((w["weight"] ** 2).sum() + (w["bias"] ** 2).sum())
+
+    free, held, half = trained(), trained(finetune_identity_weight=1.0), trained(finetune_blend=0.5)
+    assert 0 < size(held) < 0.5 * size(free)
+    assert np.allclose(half["weight"], 0.5 * free["weight"], atol=1e-6)
+    assert np.allclose(half["bias"], 0.5 * free["bias"], atol=1e-6)

@@ -4,7 +4,8 @@ Two sources. *Labelled*: a queries file and qrels (``<doc>#p<page>``, 0-based), 
 (FinanceBench layout) whose evidence text picks the positive chunk and guards against false negatives.
 *Self-supervised* (no labels, so a model trained on them alone can ship under the project's licence), from the
 pages themselves: a page's headings with its document's issuer and period -> that page; a statement line item
-(:mod:`mmrag_core.learn.vocabulary`) asked with an analyst's word -> the statement page that prints it.
+(:mod:`mmrag_core.learn.vocabulary`) asked with an analyst's word -> the statement page that prints it; and, from
+any corpus, a sentence of a page -> that page (:func:`passage_examples`, generic prose).
 """
 from __future__ import annotations
 
@@ -15,11 +16,13 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import pyarrow as pa
 
 from mmrag_core.learn.vocabulary import STATEMENTS, norm, statement_of, terms_on
 
+_E = TypeVar("_E")  # an example type with a ``query_id``
 _WORD = re.compile(r"\w+")
 _GENERIC = re.compile(r"^(table of contents|index|part [ivx]+|item \d+[a-z]?\.?|notes? to .*|in millions.*|"
                       r"(january|february|march|april|may|june|july|august|september|october|november|december).*|"
@@ -56,7 +59,7 @@ class Example:
     positive: str
     outline: str | None
     guards: tuple[str, ...]
-    source: str  # labelled | heading | line_item
+    source: str  # labelled | heading | line_item | passage
     pages: tuple[int, ...] = ()  # every positive page of the query in ``doc`` (labelled queries may have several)
 
 
@@ -187,6 +190,37 @@ def _line_item_examples(p: Page, headings: list[str], issuer: str, period: str, 
     return out
 
 
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+
+
+def passage_examples(pages: dict[tuple[str, int], Page], per_doc: int = 60, min_words: int = 10,
+                     max_words: int = 40) -> list[Example]:
+    """Generic pairs from any corpus (no labels): a sentence of a page -> that page, the chunk holding it the
+    positive. Mixed into a domain's pairs (headings, line items) they hold the projection to the base space on
+    plain prose, which is what a figure caption is and what domain pairs never touch. At most ``per_doc`` per
+    document, one per page, spread over the document; a page holding the same sentence is not a negative."""
+    by_doc: dict[str, list[Page]] = defaultdict(list)
+    for p in pages.values():
+        if p.chunks:
+            by_doc[p.doc].append(p)
+    out: list[Example] = []
+    for doc, doc_pages in sorted(by_doc.items()):
+        found = []
+        for p in sorted(doc_pages, key=lambda p: p.page):
+            sentences = sorted({s for _, t in p.chunks for s in _SENTENCE.split(" ".join(t.split()))
+                                if min_words <= len(s.split()) <= max_words
+                                and sum(c.isalpha() for c in s) > 0.7 * len(s)})
+            if sentences:
+                s = _pick(sentences, f"{doc}#{p.page}")
+                found.append(Example(_qid(doc, p.page, s), s, doc, p.page, best_chunk(p, s), p.outline,
+                                     (f"text:{norm(s)}",), "passage", (p.page,)))
+        if len(found) > per_doc:
+            step = len(found) / per_doc
+            found = [found[int(i * step)] for i in range(per_doc)]
+        out.extend(found)
+    return out
+
+
 def labelled(pages: dict[tuple[str, int], Page], queries: str | Path, qrels: str | Path,
              evidence: str | Path | None = None) -> list[Example]:
     """One example per (query, relevant page present in the snapshot); the evidence file (query_id, doc_name,
@@ -267,8 +301,9 @@ def _split_evidence(text: str) -> list[str]:
     return [" ".join(words[i:i + 8]) for i in range(0, max(1, len(words) - 7), 8)]
 
 
-def split(examples: list[Example], val_fraction: float, seed: int = 0) -> tuple[list[Example], list[Example]]:
-    """Train and validation examples, split by query id (all pages of a query on one side), stable across runs."""
+def split(examples: list[_E], val_fraction: float, seed: int = 0) -> tuple[list[_E], list[_E]]:
+    """Train and validation examples (anything with a ``query_id``), split by query id (all pages of a query on
+    one side), stable across runs."""
     def held_out(qid: str) -> bool:
         h = int(hashlib.sha256(f"{seed}|{qid}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
         return h < val_fraction
