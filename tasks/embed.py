@@ -1,10 +1,12 @@
 """Model actors: each loads its model once and serves many batches (embeddings of a space, or BLIP-2 captions);
-a pool spreads them over nodes."""
+a pool spreads them over nodes. A small job loads the same models in its own process instead
+(:class:`InProcessEncoder`), called the same way."""
 from __future__ import annotations
 
 import asyncio
 import logging
 import math
+from typing import Any
 
 import numpy as np
 import ray
@@ -12,7 +14,9 @@ import ray
 from mmrag_core.config import Settings
 from mmrag_core.models import ModelUnavailable
 from mmrag_core.storage.items import Space
+from tasks.encoder_threads import encode_threads
 from tasks.ray_runtime import encoder_gpus
+from tasks.refs import Resolved
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,7 @@ class _EncoderActor:
         # it reserved, or the node's when it reserved none.
         reserved = int(settings.encoder_num_cpus)
         torch.set_num_threads(max(1, reserved or settings.num_cpus or os.cpu_count() or 1))
+        self.cores = (reserved, settings.num_cpus or os.cpu_count() or 1)  # encode_threads(*), per batch
         self.space = space
         self.model_config = settings.clip_model_config
         self.encoder = None
@@ -52,9 +57,11 @@ class _EncoderActor:
                                          settings.caption_batch_size, settings.caption_max_new_tokens)
             else:
                 from mmrag_core.models.clip_encoder import ClipEncoder
+                from mmrag_core.models.stored import model_store
 
                 self.encoder = ClipEncoder(settings.clip_model, settings.clip_pretrained, settings.clip_model_config,
-                                           settings.device, settings.embed_batch_size)
+                                           settings.device, settings.embed_batch_size,
+                                           store=model_store(settings, settings.clip_model))
         except ModelUnavailable as e:
             if space != "image":
                 raise
@@ -78,7 +85,9 @@ class _EncoderActor:
         if self.encoder is None:
             raise RuntimeError(f"{self.space} space is skipped: {self.skipped}")
         if self.space == "text":
-            return self.encoder.encode(inputs)
+            # In the driver's own process (a small job, no Ray) the threads set at load stay: nothing runs beside it.
+            threads = (lambda: encode_threads(*self.cores)) if ray.is_initialized() else None  # per batch
+            return self.encoder.encode(inputs, threads=threads)
         if self.space == "caption":
             return self.encoder.caption(inputs)
         return self.encoder.encode_images(inputs)
@@ -143,11 +152,43 @@ def actors_of(space: str, settings: Settings) -> int:
     return settings.caption_actors if space == "caption" else settings.embed_actors
 
 
+def model_spaces(settings: Settings) -> list[str]:
+    """The models a run loads: ``text`` always, ``image`` when CLIP is enabled, ``caption`` when captioning is."""
+    return ["text"] + (["image"] if settings.clip_enabled else []) + (["caption"] if settings.caption_enabled else [])
+
+
 def start_encoders(settings: Settings) -> dict[str, ray.actor.ActorHandle]:
     """One encoder per space (``text`` always; ``image`` when CLIP is enabled) and the captioner (``caption``,
     when captioning is enabled): a single actor, or a pool when its actor count is above 1. All answer
     ``describe`` and ``encode``."""
-    spaces = ["text"] + (["image"] if settings.clip_enabled else []) + (["caption"] if settings.caption_enabled else [])
+    spaces = model_spaces(settings)
     options = {"num_cpus": settings.encoder_num_cpus, "num_gpus": encoder_gpus(settings)}
     return {s: EncoderPool.remote(s, settings) if actors_of(s, settings) > 1
             else EncoderActor.options(**options).remote(s, settings) for s in spaces}
+
+
+class _InProcessMethod:
+    def __init__(self, bound: Any) -> None:
+        self.bound = bound
+
+    def remote(self, *args: Any) -> Resolved:
+        return Resolved(self.bound(*args))
+
+
+class InProcessEncoder:
+    """A model loaded in this process, called the way an encoder actor is (``enc.encode.remote(x)``, then
+    :func:`tasks.refs.resolve`), so the index flow's tasks run the same code for a small job without Ray. It is
+    the very actor class, instantiated here: the same models, settings and descriptions as in an actor."""
+
+    def __init__(self, space: str, settings: Settings) -> None:
+        self.inner = _EncoderActor(space, settings)
+
+    def __getattr__(self, name: str) -> _InProcessMethod:
+        if name.startswith("_") or not callable(getattr(_EncoderActor, name, None)):  # an actor's methods only
+            raise AttributeError(name)
+        return _InProcessMethod(getattr(self.inner, name))
+
+
+def load_in_process_encoders(settings: Settings) -> dict[str, InProcessEncoder]:
+    """The run's models (:func:`model_spaces`) loaded in this process, each once."""
+    return {s: InProcessEncoder(s, settings) for s in model_spaces(settings)}

@@ -14,6 +14,7 @@ from flows.cli.index import EXIT_DISK_FULL, cmd_compact, cmd_index
 from flows.cli.models import cmd_models
 from flows.cli.parser import build_parser
 from flows.cli.query import cmd_ask, cmd_query
+from flows.cli.rerank import cmd_rerank_train
 from flows.cli.service import cmd_config, cmd_deploy, cmd_serve, cmd_worker
 from flows.cli.snapshots import cmd_snapshots
 from mmrag_core.snapshot.open import NothingToPublish, SnapshotError
@@ -25,7 +26,7 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "index": cmd_index, "query": cmd_query, "ask": cmd_ask, "eval": cmd_eval, "snapshots": cmd_snapshots,
     "compact": cmd_compact, "serve": cmd_serve, "config": cmd_config, "deploy": cmd_deploy, "worker": cmd_worker,
-    "finetune": cmd_finetune, "models": cmd_models,
+    "finetune": cmd_finetune, "rerank-train": cmd_rerank_train, "models": cmd_models,
 }
 
 
@@ -53,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     quiet_environment()
     args = build_parser().parse_args(argv)
-    if args.command in ("index", "query", "ask", "eval", "serve", "finetune"):  # the commands that load models
+    if args.command in ("index", "query", "ask", "eval", "serve", "finetune",
+                        "rerank-train"):  # the commands that load models
         from mmrag_core.models.hub import settle_hub_mode
 
         settle_hub_mode()

@@ -20,7 +20,9 @@ EXAMPLES: dict[str, list[str]] = {
     "serve": ["mmrag serve --port 8000", "MMRAG_SERVICE_TOKEN=secret mmrag serve --host 0.0.0.0"],
     "deploy": ["mmrag deploy --source ./docs --store ./.store   # then: mmrag worker"],
     "worker": ["mmrag worker --limit 2   # runs the runs of the deployments 'mmrag deploy' registered"],
-    "finetune": ["mmrag finetune --synthetic --max-steps 100", "mmrag finetune --queries q.jsonl --qrels qrels.tsv"],
+    "finetune": ["mmrag finetune --synthetic --max-steps 100", "mmrag finetune --queries q.jsonl --qrels qrels.tsv",
+                 "mmrag finetune --synthetic --promote   # LATEST moves to the new model only if it evaluates better"],
+    "rerank-train": ["mmrag rerank-train --queries q.jsonl --qrels qrels.tsv   # then MMRAG_RERANK_MODEL=store:models/rerank/<id>"],
     "models": ["mmrag models fetch --to ./models", "mmrag models fetch --config mmrag.yaml --to /srv/models"],
 }
 
@@ -52,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mmrag {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_index, _query, _eval, _ask, _snapshots, _compact, _config, _serve, _deploy, _worker, _finetune,
-                _models):
+                _rerank_train, _models):
         add(sub)
     for name, cmd in sub.choices.items():
         _with_examples(cmd, EXAMPLES.get(name, []))
@@ -220,18 +222,44 @@ def _worker(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--limit", type=int, help=f"flow runs executed at a time (default: {default('worker_limit')})")
 
 
+def _rerank_train(sub: argparse._SubParsersAction) -> None:
+    r = sub.add_parser("rerank-train", help="fit the page re-ranker on the store's snapshot (labelled questions, "
+                                            "and/or self-supervised ones) and keep it in the store")
+    add_common(r)
+    r.add_argument("--queries", help="labelled questions, JSON lines (query_id, text, answer); with --qrels")
+    r.add_argument("--qrels", help="their relevant pages, TSV: query_id, corpus_id (<doc_name>#p<page>, 0-based)")
+    r.add_argument("--synthetic", action="store_true", help="also self-supervised questions from the corpus "
+                   "(page headings, statement line items); the only ones without labels")
+    r.add_argument("--synthetic-limit", type=int, default=400, help="at most this many self-supervised questions")
+    r.add_argument("--snapshot", help="snapshot whose search lists are re-ranked (default: LATEST)")
+    r.add_argument("--depth", type=int, default=20, help="pages of the fused list it reorders (keep rerank_depth "
+                   "the same)")
+    r.add_argument("--l2", type=float, default=1e-2, help="L2 strength of the linear model")
+    r.add_argument("--label-weight", type=float, default=4.0, help="weight of a labelled question against a "
+                   "self-supervised one")
+    r.add_argument("--drop", help="comma-separated features to leave out")
+    r.add_argument("--json", metavar="PATH", help="write the model id, its setting, folds and weights as JSON")
+
+
 def _finetune(sub: argparse._SubParsersAction) -> None:
     f = sub.add_parser("finetune", help="fine-tune the text encoder on the store's snapshot (hard negatives mined "
                                         "from it) and keep the versioned model in the store")
     add_common(f)
     f.add_argument("--queries", help="labelled questions, JSON lines (query_id, text, answer); with --qrels")
     f.add_argument("--qrels", help="their relevant pages, TSV: query_id, corpus_id (<doc_name>#p<page>, 0-based)")
-    f.add_argument("--space", default="text", choices=["text"], help="the space whose encoder is trained")
+    f.add_argument("--space", default="text", choices=["text", "image"], help="the space whose encoder is trained: "
+                   "'text', or 'image' (a projection of CLIP's towers on the corpus's (caption or page text, figure) "
+                   "pairs; use it with --clip-model store:models/image/<id>)")
     f.add_argument("--synthetic", action="store_true", help="also train on self-supervised pairs from the corpus "
                    "(page headings, statement line items asked with an analyst's words); the only pairs without labels")
     f.add_argument("--max-steps", type=int, help="most optimisation steps (settings.finetune_max_steps)")
     f.add_argument("--method", choices=["projection", "lora"], help="settings.finetune_method")
     f.add_argument("--workers", type=int, help="Ray Train workers (settings.finetune_workers)")
+    f.add_argument("--promote", action="store_true", help="then index the source again with the new model into a "
+                   "candidate snapshot and move LATEST to it only when it evaluates better (settings.finetune_promote; "
+                   "questions: finetune_eval_queries/qrels, else the held-out pairs)")
+    f.add_argument("--source", help="with --promote: what the candidate indexes (default: the source LATEST was "
+                   "indexed from)")
     f.add_argument("--json", metavar="PATH", help="write the summary (model_id, space, path, pairs, steps, "
                    "val_loss_before, val_loss_after, ...) as JSON")
 

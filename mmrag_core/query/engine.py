@@ -11,8 +11,9 @@ FAISS search, so each list's top candidates are taken among allowed items. Hits 
 from __future__ import annotations
 
 import logging
+import threading
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,15 +21,19 @@ from mmrag_core.config import Settings
 from mmrag_core.config.sections import QuerySettings
 from mmrag_core.index.search import IdFilter
 from mmrag_core.models import ModelUnavailable
+from mmrag_core.query.batched import SearchRequest, search_many
 from mmrag_core.query.filters import QueryFilters
 from mmrag_core.query.fusion import dedupe_by
 from mmrag_core.query.hits import Hit, SnapshotItems, snippet_of
 from mmrag_core.query.lists import OUTLINE, RANKED_LISTS, Query, Ranked, RankedLists, image_input
+from mmrag_core.query.rerank import PageFeatures, load_reranker
 from mmrag_core.query.strategies import EARLY_LIST, FUSION_METHODS, STRATEGIES, Strategies
 from mmrag_core.snapshot.open import Snapshot, open_snapshot
 from mmrag_core.storage.store import open_store
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from mmrag_core.models.clip_encoder import ClipEncoder
     from mmrag_core.models.text_encoder import TextEncoder
 
@@ -65,9 +70,12 @@ class QueryEngine:
             raise ValueError(f"early_fusion_text_weight must be in [0, 1], got {weight}")
         self._items = SnapshotItems(snapshot.items)
         self._id_filters: OrderedDict[QueryFilters, IdFilter] = OrderedDict()
+        self._id_filters_lock = threading.Lock()
         self._encoders = _Encoders(snapshot, device, self.settings.model_mismatch)
         self._lists = RankedLists(snapshot, self._items, self.settings, self._encoders, outline)
         self._strategies = Strategies(self._lists, self.settings)
+        self._reranker = load_reranker(self.settings.rerank_model, snapshot.store)  # None: rerank_model off
+        self.page_features = PageFeatures(self._lists)  # what the re-ranker (and its training) reads of pages
 
     @classmethod
     def from_settings(cls, snapshot: Snapshot, settings: Settings) -> QueryEngine:
@@ -131,6 +139,8 @@ class QueryEngine:
         filters: QueryFilters | Mapping | None = None,
         fusion: str | None = None,
         dedupe: bool | None = None,
+        rerank: bool | None = None,
+        vectors: Mapping[str, np.ndarray] | None = None,
     ) -> list[Hit]:
         """Top-``k`` hits for a text, an image, or both.
 
@@ -140,7 +150,10 @@ class QueryEngine:
         (the query image into the image space); ``None`` fuses every list the query and the snapshot allow,
         and an explicit selection that leaves nothing to search is a ``ValueError``. ``filters`` restrict
         the items searched (:class:`QueryFilters` or its JSON form); ``fusion`` (``rrf`` or ``weighted``)
-        and ``dedupe`` (one hit per page) default to the engine's settings.
+        and ``dedupe`` (one hit per page) default to the engine's settings. ``rerank`` (default: on when
+        ``rerank_model`` names one, for late fusion of the default lists) reorders the first ``rerank_depth`` pages
+        of a text query's deduplicated list. ``vectors``: query vectors already computed, by name (``text``,
+        ``clip:text``; :func:`~mmrag_core.query.batched.query_vectors` encodes many queries' at once).
         """
         has_text = bool(text and text.strip())
         if not has_text and image is None:
@@ -157,12 +170,27 @@ class QueryEngine:
         dedupe = self.settings.dedupe_pages if dedupe is None else dedupe
         query = Query(text if has_text else None, None if image is None else image_input(image),
                       self.id_filter(filters), by_page=dedupe and self.settings.page_votes)
+        for name, vec in (vectors or {}).items():
+            query.vector(name, lambda vec=vec: vec)
         if query.id_filter is not None and query.id_filter.allow and not len(query.id_filter.ids):
             return []  # nothing in this snapshot matches the filters
         fused = self._strategies.by_name[strategy](query, spaces, fusion, k)
         if dedupe:
             fused = dedupe_by(fused, self._items.page_of)
+        if rerank is None:  # by default the re-ranker follows late fusion of the default lists only
+            rerank = self._reranker is not None and strategy == "late" and spaces is None
+        if rerank and self._reranker is not None and dedupe and query.text is not None \
+                and "text" in self.snapshot.indexes:
+            fused = self._reranker.rerank(self.page_features, query.text, self._lists.text_vector(query), fused,
+                                          max(self.settings.rerank_depth, 2))
+        elif rerank and self._reranker is None:
+            raise ValueError("rerank asked for, but no re-ranking model is configured (rerank_model is 'off')")
         return [self._items.hydrate(f.id, f.score, f.ranks, f.similarities) for f in fused[:k]]
+
+    def search_many(self, requests: Sequence[SearchRequest]) -> list[list[Hit] | Exception]:
+        """Each request's :meth:`search` hits, or the exception it raised, in order; the texts are encoded
+        together, a few forward passes for all (:mod:`mmrag_core.query.batched`)."""
+        return search_many(self, requests)
 
     def item(self, item: int) -> dict | None:
         """The metadata row of item ``item`` (an index id of this snapshot), or None when it has none."""
@@ -174,19 +202,21 @@ class QueryEngine:
         filters = QueryFilters.parse(filters)
         if filters.empty:
             return None
-        cached = self._id_filters.get(filters)
-        if cached is not None:
-            self._id_filters.move_to_end(filters)
-            return cached
+        with self._id_filters_lock:  # the micro-batcher searches alongside other searches of this engine
+            cached = self._id_filters.get(filters)
+            if cached is not None:
+                self._id_filters.move_to_end(filters)
+                return cached
         mask = filters.mask(self.snapshot.items)
         n, allowed = len(mask), int(mask.sum())
         fraction = allowed / n if n else 0.0
         ids = self._items.ids
         id_filter = (IdFilter(ids[mask], True, fraction) if allowed <= n - allowed
                      else IdFilter(ids[~mask], False, fraction))
-        self._id_filters[filters] = id_filter
-        while len(self._id_filters) > _FILTER_CACHE:
-            self._id_filters.popitem(last=False)
+        with self._id_filters_lock:
+            self._id_filters[filters] = id_filter
+            while len(self._id_filters) > _FILTER_CACHE:
+                self._id_filters.popitem(last=False)
         return id_filter
 
 
@@ -224,7 +254,8 @@ class _Encoders:
 
             m = self.snapshot.manifest["models"]["image"]
             try:
-                clip = ClipEncoder(m["name"], m["pretrained"], m.get("model_config"), device=self.device)
+                clip = ClipEncoder(m["name"], m["pretrained"], m.get("model_config"), device=self.device,
+                                   store=self.snapshot.store)
                 self.check_identity("image", clip.state_sha256, clip.model_name)
                 self._clip = clip
             except ModelUnavailable as e:
