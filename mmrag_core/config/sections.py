@@ -269,6 +269,11 @@ class QuerySettings(BaseModel):
         True, description="Late fusion includes the 'lexical' list (BM25 over the items' indexed text) by default, "
         "beside the dense lists.",
     )
+    lexical_expansion: bool = Field(
+        True, description="BM25 query text also gets the statement labels of the analyst terms a question uses "
+        "(capex -> purchases of property, plant and equipment; mmrag_core/query/vocabulary.py); a question without "
+        "such terms is unchanged. Measured: docs/evaluation.md, 'Query-time vocabulary'.",
+    )
     routing: bool = Field(
         True, description="Late fusion adds the 'routed' list by default: documents ranked first (BM25 over each "
         "document's name and first pages, fused with the flat lists' documents), then the lexical and text lists "

@@ -4,7 +4,7 @@ Two sources. *Labelled*: a queries file and qrels (``<doc>#p<page>``, 0-based), 
 (FinanceBench layout) whose evidence text picks the positive chunk and guards against false negatives.
 *Self-supervised* (no labels, so a model trained on them alone can ship under the project's licence), from the
 pages themselves: a page's headings with its document's issuer and period -> that page; a statement line item
-(:mod:`mmrag_core.learn.vocabulary`) asked with an analyst's word -> the statement page that prints it; and, from
+(:mod:`mmrag_core.query.vocabulary`) asked with an analyst's word -> the statement page that prints it; and, from
 any corpus, a sentence of a page -> that page (:func:`passage_examples`, generic prose).
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import TypeVar
 
 import pyarrow as pa
 
-from mmrag_core.learn.vocabulary import STATEMENTS, norm, statement_of, terms_on
+from mmrag_core.query.vocabulary import STATEMENTS, norm, statement_of, terms_on
 
 _E = TypeVar("_E")  # an example type with a ``query_id``
 _WORD = re.compile(r"\w+")

@@ -21,6 +21,7 @@ from mmrag_core.index.search import IdFilter
 from mmrag_core.query.fusion import by_unit, reciprocal_rank_fusion
 from mmrag_core.query.hits import SnapshotItems
 from mmrag_core.query.routing import ROUTED, DocumentRouter, choose_documents, documents_of
+from mmrag_core.query.vocabulary import expand_query
 from mmrag_core.snapshot.open import Snapshot
 from mmrag_core.storage.items import ItemKind
 
@@ -130,12 +131,14 @@ class RankedLists:
         return None if vec is None else self.search_space("image", vec, q.id_filter)
 
     def lexical_list(self, q: Query) -> Ranked | None:
-        """The query text through BM25 (the snapshot's lexical index) over the items' indexed text."""
+        """The query text (with the vocabulary's printed labels, ``lexical_expansion``) through BM25 (the snapshot's
+        lexical index) over the items' indexed text."""
         lexical = self.snapshot.lexical
         if q.text is None or lexical is None:
             return None
         f = q.id_filter
-        return lexical.search(q.text, self.settings.search_depth,
+        text = expand_query(q.text) if self.settings.lexical_expansion else q.text
+        return lexical.search(text, self.settings.search_depth,
                               allowed_ids=f.ids if f is not None and f.allow else None,
                               denied_ids=f.ids if f is not None and not f.allow else None)
 

@@ -1,8 +1,11 @@
-"""A curated financial vocabulary for self-supervised training pairs: how an analyst asks for a line item
-("capex", "D&A") against how a filing prints it ("Purchases of property, plant and equipment").
+"""A curated financial vocabulary: how an analyst asks for a line item ("capex", "D&A") against how a filing
+prints it ("Purchases of property, plant and equipment"). The query stage adds the printed labels to a question's
+BM25 text (:func:`expand_query`: a question's words rarely occur on the statement page that answers it), and
+fine-tuning phrases its self-supervised questions with it (:mod:`mmrag_core.learn.pairs`).
 
-Written for training rather than reused from ``answer/extractive/vocabulary.py``: that one holds regexes over
-normalised row labels; generating questions needs plain phrases on both sides and the statement's names.
+Kept apart from ``answer/extractive/vocabulary.py``: that one holds regexes over normalised row labels; these are
+plain phrases on both sides and the statements' names. The terms are general accounting usage (capex, PP&E,
+D&A, COGS, SG&A, working capital, free cash flow, ...), not read from an evaluation set.
 """
 from __future__ import annotations
 
@@ -108,3 +111,19 @@ def terms_on(text: str, statement: str) -> list[tuple[Term, str]]:
                 found.append((term, label))
                 break
     return found
+
+
+def expand_query(text: str) -> str:
+    """``text`` followed by what statements print for the analyst terms it uses: the statement's heading when it
+    names a statement ("cash flow statement" -> "statements of cash flows") and the first two printed labels of each
+    line item it asks for ("capex" -> "purchases of property, plant and equipment", "capital expenditures").
+    Unchanged when it uses none, so other questions (and other domains) search as before."""
+    t = norm(text)
+    extra: list[str] = []
+    for asks, marks in STATEMENTS.values():
+        if any(a.lower() in t for a in asks):
+            extra.append(marks[0])
+    for term in TERMS:
+        if any(re.search(r"\b" + re.escape(a.lower()) + r"\b", t) for a in term.asks):
+            extra += list(term.labels[:2])
+    return text if not extra else text + " " + " ".join(extra)
