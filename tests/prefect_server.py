@@ -92,6 +92,18 @@ class Background:
         self.stop()
 
 
+def wait_for_run(client, run_id, worker: Background, timeout: float):
+    """Poll a flow run until its state is final (or ``timeout`` seconds), failing at once if ``worker`` exits;
+    returns the last read of the run."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run = client.read_flow_run(run_id)
+        if (run.state is not None and run.state.is_final()) or time.monotonic() > deadline:
+            return run
+        assert worker.alive(), f"the worker exited:\n{worker.log_text()}"
+        time.sleep(2)
+
+
 class PrefectServer:
     """``prefect server start`` on ``127.0.0.1:<free port>``, its home and SQLite database in a temp folder,
     analytics and the UI off. ``api_url`` is what clients need (``env()`` sets it with a client home)."""

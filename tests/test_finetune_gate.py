@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -216,7 +215,7 @@ def test_the_finetune_deployment_gates_its_model(prefect_server, tmp_path: Path)
     from flows.deployments import build_deployments, register
     from tasks.artifacts import store_key
     from tasks.promotion_tasks import ROWS_KEY, SUMMARY_KEY
-    from tests.prefect_server import Background
+    from tests.prefect_server import Background, wait_for_run
     from tests.test_learn import _pdfs
 
     src, store = _pdfs(tmp_path / "src"), tmp_path / "store"
@@ -238,13 +237,7 @@ def test_the_finetune_deployment_gates_its_model(prefect_server, tmp_path: Path)
         dep = client.read_deployment_by_name("finetune/finetune")
         assert dep.parameters["promote"] is True and dep.parameters["store"] == str(store)
         run = client.create_flow_run_from_deployment(dep.id, parameters={"synthetic": True, "overrides": TRAIN})
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            run = client.read_flow_run(run.id)
-            if run.state is not None and run.state.is_final():
-                break
-            assert worker.alive(), f"the worker exited:\n{worker.log_text()}"
-            time.sleep(2)
+        run = wait_for_run(client, run.id, worker, 600)
         assert run.state is not None and run.state.is_completed(), f"flow run {run.state}:\n{worker.log_text()}"
         artifacts = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
     by_key = {a.key: a for a in artifacts if a.key}

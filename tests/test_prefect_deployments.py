@@ -341,7 +341,7 @@ def test_ui_run_of_reindex_publishes_artifacts(server, deployed: dict, test_data
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
 
-    from tests.prefect_server import Background
+    from tests.prefect_server import Background, wait_for_run
 
     corpus, store = tmp_path / "corpus", tmp_path / "store"
     corpus.mkdir()
@@ -354,13 +354,7 @@ def test_ui_run_of_reindex_publishes_artifacts(server, deployed: dict, test_data
     with worker, _api(server), get_client(sync_client=True) as client:
         dep = client.read_deployment_by_name("index/reindex")
         run = client.create_flow_run_from_deployment(dep.id, parameters=params)  # what the UI's Run button does
-        deadline = time.monotonic() + 420
-        while time.monotonic() < deadline:
-            run = client.read_flow_run(run.id)
-            if run.state is not None and run.state.is_final():
-                break
-            assert worker.alive(), f"the worker exited:\n{worker.log_text()}"
-            time.sleep(2)
+        run = wait_for_run(client, run.id, worker, 420)
         assert run.state is not None and run.state.is_completed(), (
             f"flow run {run.state}:\n{worker.log_text()}")
         artifacts = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))

@@ -3,6 +3,7 @@ snapshot's spaces that ``index``, ``compact`` and ``snapshots show`` print."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from mmrag_core.config import Settings, load_settings
@@ -11,6 +12,15 @@ from mmrag_core.config import Settings, load_settings
 def command_settings(args: argparse.Namespace, **extra: Any) -> Settings:
     """The settings of a command: its ``--config`` file and ``--store``, then ``extra`` (None keeps a setting)."""
     return load_settings(args.config, store=args.store, **extra)
+
+
+def check_labelled(args: argparse.Namespace) -> None:
+    """``--queries`` and ``--qrels`` come together, and name files that exist."""
+    if bool(args.queries) != bool(args.qrels):
+        raise ValueError("--queries and --qrels go together")
+    for path in (args.queries, args.qrels):
+        if path and not Path(path).is_file():
+            raise FileNotFoundError(f"no such file: {path}")
 
 
 def space_line(space: str, meta: dict) -> str:

@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from flows.cli.common import command_settings
+from flows.cli.common import check_labelled, command_settings
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
@@ -15,11 +15,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from flows.finetune_flow import finetune_flow
     from flows.params import overrides_of
 
-    if bool(args.queries) != bool(args.qrels):
-        raise ValueError("--queries and --qrels go together")
-    for path in (args.queries, args.qrels):
-        if path and not Path(path).is_file():
-            raise FileNotFoundError(f"no such file: {path}")
+    check_labelled(args)
     settings = command_settings(args, finetune_workers=args.workers, finetune_method=args.method)
     result = finetune_flow(settings.store, args.queries, args.qrels, args.synthetic, args.max_steps, args.space,
                            overrides_of(settings), promote=True if args.promote else None, source=args.source)

@@ -222,12 +222,17 @@ def _worker(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--limit", type=int, help=f"flow runs executed at a time (default: {default('worker_limit')})")
 
 
+def _labelled(p: argparse.ArgumentParser) -> None:
+    """``--queries`` and ``--qrels``: labelled questions in FinanceBench's format."""
+    p.add_argument("--queries", help="labelled questions, JSON lines (query_id, text, answer); with --qrels")
+    p.add_argument("--qrels", help="their relevant pages, TSV: query_id, corpus_id (<doc_name>#p<page>, 0-based)")
+
+
 def _rerank_train(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("rerank-train", help="fit the page re-ranker on the store's snapshot (labelled questions, "
                                             "and/or self-supervised ones) and keep it in the store")
     add_common(r)
-    r.add_argument("--queries", help="labelled questions, JSON lines (query_id, text, answer); with --qrels")
-    r.add_argument("--qrels", help="their relevant pages, TSV: query_id, corpus_id (<doc_name>#p<page>, 0-based)")
+    _labelled(r)
     r.add_argument("--synthetic", action="store_true", help="also self-supervised questions from the corpus "
                    "(page headings, statement line items); the only ones without labels")
     r.add_argument("--synthetic-limit", type=int, default=400, help="at most this many self-supervised questions")
@@ -245,8 +250,7 @@ def _finetune(sub: argparse._SubParsersAction) -> None:
     f = sub.add_parser("finetune", help="fine-tune the text encoder on the store's snapshot (hard negatives mined "
                                         "from it) and keep the versioned model in the store")
     add_common(f)
-    f.add_argument("--queries", help="labelled questions, JSON lines (query_id, text, answer); with --qrels")
-    f.add_argument("--qrels", help="their relevant pages, TSV: query_id, corpus_id (<doc_name>#p<page>, 0-based)")
+    _labelled(f)
     f.add_argument("--space", default="text", choices=["text", "image"], help="the space whose encoder is trained: "
                    "'text', or 'image' (a projection of CLIP's towers on the corpus's (caption or page text, figure) "
                    "pairs; use it with --clip-model store:models/image/<id>)")

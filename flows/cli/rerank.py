@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from flows.cli.common import command_settings
+from flows.cli.common import check_labelled, command_settings
 
 
 def cmd_rerank_train(args: argparse.Namespace) -> int:
@@ -17,11 +17,7 @@ def cmd_rerank_train(args: argparse.Namespace) -> int:
     from mmrag_core.query.rerank import FEATURES
     from mmrag_core.storage.store import open_store
 
-    if bool(args.queries) != bool(args.qrels):
-        raise ValueError("--queries and --qrels go together")
-    for path in (args.queries, args.qrels):
-        if path and not Path(path).is_file():
-            raise FileNotFoundError(f"no such file: {path}")
+    check_labelled(args)
     drop = {f for f in (args.drop or "").split(",") if f}
     unknown = drop - set(FEATURES)
     if unknown:

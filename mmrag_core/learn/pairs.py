@@ -131,12 +131,18 @@ def period_name(facts: list[str], doc: str) -> str:
     return m.group(1) if m.group(1).startswith(("FY", "Q")) else f"FY{m.group(1)}"
 
 
-def self_supervised(pages: dict[tuple[str, int], Page], max_heading_per_doc: int = 60) -> list[Example]:
-    """Heading and line-item examples from the pages of a snapshot (no labels)."""
+def pages_by_doc(pages: dict[tuple[str, int], Page]) -> dict[str, list[Page]]:
+    """The pages that have text, grouped by document."""
     by_doc: dict[str, list[Page]] = defaultdict(list)
     for p in pages.values():
         if p.chunks:
             by_doc[p.doc].append(p)
+    return by_doc
+
+
+def self_supervised(pages: dict[tuple[str, int], Page], max_heading_per_doc: int = 60) -> list[Example]:
+    """Heading and line-item examples from the pages of a snapshot (no labels)."""
+    by_doc = pages_by_doc(pages)
     out: list[Example] = []
     for doc, doc_pages in sorted(by_doc.items()):
         doc_pages.sort(key=lambda p: p.page)
@@ -199,10 +205,7 @@ def passage_examples(pages: dict[tuple[str, int], Page], per_doc: int = 60, min_
     positive. Mixed into a domain's pairs (headings, line items) they hold the projection to the base space on
     plain prose, which is what a figure caption is and what domain pairs never touch. At most ``per_doc`` per
     document, one per page, spread over the document; a page holding the same sentence is not a negative."""
-    by_doc: dict[str, list[Page]] = defaultdict(list)
-    for p in pages.values():
-        if p.chunks:
-            by_doc[p.doc].append(p)
+    by_doc = pages_by_doc(pages)
     out: list[Example] = []
     for doc, doc_pages in sorted(by_doc.items()):
         found = []
