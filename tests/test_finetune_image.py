@@ -269,7 +269,8 @@ def _figure_pdfs(folder: Path) -> Path:
                 page.insert_image(pymupdf.Rect(150, top, 450, top + 280), stream=big.getvalue())
                 page.insert_text((72, top + 300), f"Figure {2 * page_no + n + 1}: {issuer} {KINDS[kind][1]}",
                                  fontsize=10)
-        doc.save(folder / f"{name}.pdf")
+        doc.set_metadata({})  # no creation date, and no new file id below: the same bytes (and item ids, hence the
+        doc.save(folder / f"{name}.pdf", no_new_id=True)  # same train/validation split) on every run
     return folder
 
 
